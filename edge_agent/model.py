@@ -1,0 +1,84 @@
+"""A model as the agent holds it: its manifest, verified artifact and backend."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from edge_agent.backends import BACKENDS, InferenceBackend
+from edge_agent.errors import ModelLoadError
+from protocol.manifest import ModelManifest
+from protocol.messages import Outcome
+from protocol.preprocessing import preprocess
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(path: Path) -> ModelManifest:
+    try:
+        return ModelManifest.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model manifest {path}: {exc}") from exc
+    except ValidationError as exc:
+        raise ModelLoadError(f"model manifest {path} is invalid: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    manifest: ModelManifest
+    backend: InferenceBackend
+
+    @property
+    def window_size(self) -> int:
+        return self.manifest.input.window_size
+
+    @property
+    def hop(self) -> int:
+        return self.manifest.input.hop
+
+    def infer(self, windows: Sequence[Sequence[float]]) -> list[Outcome]:
+        """Preprocess and run a batch of raw windows; one outcome per window."""
+        batch = preprocess(np.asarray(windows, dtype=np.float64), self.manifest.input.preprocessing)
+        shape = [len(windows)] + [dim if dim is not None else -1 for dim in self.manifest.input.shape[1:]]
+        output = self.backend.run(batch.reshape(shape))
+        labels = self.manifest.output.labels
+        outcomes = []
+        for probabilities, score in zip(output.probabilities, output.anomaly_scores, strict=True):
+            best = int(np.argmax(probabilities))
+            outcomes.append(
+                Outcome(
+                    model=self.manifest.name,
+                    model_version=self.manifest.version,
+                    label=labels[best],
+                    confidence=float(np.clip(probabilities[best], 0.0, 1.0)),
+                    anomaly_score=max(0.0, float(score)),
+                    probabilities=[float(np.clip(p, 0.0, 1.0)) for p in probabilities],
+                )
+            )
+        return outcomes
+
+
+def load_model(manifest_path: Path, *, backend: str = "onnxruntime", threads: int = 1) -> LoadedModel:
+    """Load the artifact beside ``manifest_path``; refuse it if its sha256 differs from the manifest's."""
+    manifest = read_manifest(manifest_path)
+    artifact = manifest_path.parent / manifest.artifact
+    if not artifact.is_file():
+        raise ModelLoadError(f"model artifact {artifact} is missing")
+    actual = file_sha256(artifact)
+    if actual != manifest.sha256:
+        raise ModelLoadError(f"model artifact {artifact} has sha256 {actual}, the manifest says {manifest.sha256}")
+    factory = BACKENDS.get(backend)
+    if factory is None:
+        raise ModelLoadError(f"unknown inference backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
+    return LoadedModel(manifest=manifest, backend=factory(artifact, manifest, threads))

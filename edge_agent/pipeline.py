@@ -1,0 +1,262 @@
+"""The agent's logic without I/O: bytes from a topic in, messages to publish out.
+
+validate → window → (micro-batch) infer → decide → escalate. The asyncio shell in
+:mod:`edge_agent.agent` feeds it and publishes what it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edge_agent.errors import InferenceError
+from edge_agent.model import LoadedModel
+from edge_agent.policy import EscalationPolicy
+from edge_agent.settings import AgentSettings
+from edge_agent.validation import Validator
+from edge_agent.windowing import ReadyWindow, StreamKey, Windower
+from protocol.codec import decode, encode
+from protocol.errors import ProtocolError, TopicError
+from protocol.escalations import EscalationLedger
+from protocol.messages import (
+    ErrorCode,
+    ErrorEvent,
+    Escalation,
+    InferenceResult,
+    Message,
+    TelemetryBatch,
+    TelemetryReading,
+    Verdict,
+    Window,
+    excerpt,
+)
+from protocol.topics import Kind, Topic
+
+log = logging.getLogger("edgefleet.agent")
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    payload: bytes
+    qos: int
+
+
+@dataclass
+class AgentStats:
+    """What the agent has done, for metrics, the demo's table and tests."""
+
+    messages: int = 0
+    telemetry_messages: int = 0
+    readings: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    unmodelled: int = 0
+    windows: int = 0
+    batches: int = 0
+    decisions: Counter[str] = field(default_factory=Counter)
+    rules: Counter[str] = field(default_factory=Counter)
+    escalations: int = 0
+    verdicts: int = 0
+    agreements: int = 0
+    inference_failures: int = 0
+    decision_latency_s: float = 0.0
+
+    @property
+    def rejections(self) -> int:
+        return sum(self.rejected.values())
+
+
+class Pipeline:
+    def __init__(
+        self, settings: AgentSettings, model: LoadedModel, *, monotonic: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.stats = AgentStats()
+        self.validator = Validator(settings.validation)
+        self.windower = Windower(size=model.window_size, hop=model.hop)
+        self.policy = EscalationPolicy(settings.policy)
+        self.ledger = EscalationLedger()
+        self._pending: deque[tuple[ReadyWindow, float]] = deque()
+        self._monotonic = monotonic
+
+    @property
+    def pending(self) -> int:
+        """Windows ready and waiting to be inferred."""
+        return len(self._pending)
+
+    def handle(self, topic: str, payload: bytes, now: float) -> list[Outgoing]:
+        """Take one arriving message; return what to publish (error events)."""
+        self.stats.messages += 1
+        try:
+            parsed = Topic.parse(topic, root=self.settings.broker.root)
+        except TopicError as exc:
+            self.stats.rejected[exc.code] += 1
+            log.warning("rejected topic=%s code=%s reason=%s", topic, exc.code, exc.reason)
+            return []
+        if parsed.kind is Kind.TELEMETRY:
+            self.stats.telemetry_messages += 1
+            return self._telemetry(parsed, payload, now)
+        if parsed.kind is Kind.VERDICT:
+            return self._verdict(parsed, payload, now)
+        return []
+
+    def _telemetry(self, topic: Topic, payload: bytes, now: float) -> list[Outgoing]:
+        try:
+            message = decode(payload, topic=topic)
+        except ProtocolError as exc:
+            return [self._reject(topic, ErrorCode(exc.code), exc.reason, payload, now)]
+        assert isinstance(message, TelemetryReading | TelemetryBatch)  # decode checked the topic's kind
+        values = [message.value] if isinstance(message, TelemetryReading) else list(message.values)
+        self.stats.readings += len(values)
+        rejection = self.validator.check(message, now)
+        if rejection is not None:
+            return [self._reject(topic, rejection.code, rejection.reason, payload, now, message)]
+        spec = self.model.manifest.input
+        if message.sensor is not spec.sensor:
+            self.stats.unmodelled += len(values)
+            return []
+        if message.unit != spec.unit:
+            reason = f"unit {message.unit!r} is not the model's input unit {spec.unit!r}"
+            return [self._reject(topic, ErrorCode.UNIT_MISMATCH, reason, payload, now, message)]
+        key = StreamKey(site=topic.site, device=message.device_id, stream=message.stream)
+        started = self._monotonic()
+        for window in self.windower.add(key, message.sensor, message.unit, message.seq, values, now):
+            self._pending.append((window, started))
+        return []
+
+    def _verdict(self, topic: Topic, payload: bytes, now: float) -> list[Outgoing]:
+        try:
+            verdict = decode(payload, topic=topic)
+        except ProtocolError as exc:
+            self.stats.rejected[exc.code] += 1
+            log.warning("rejected verdict topic=%s code=%s reason=%s", topic, exc.code, exc.reason)
+            return []
+        assert isinstance(verdict, Verdict)
+        resolution = self.ledger.resolve(verdict, now)
+        if resolution is None:
+            return []
+        self.stats.verdicts += 1
+        self.stats.agreements += resolution.agrees
+        log.info(
+            "verdict device=%s message_id=%s escalation=%s label=%s agrees=%s",
+            verdict.device_id,
+            verdict.message_id,
+            verdict.escalation_id,
+            verdict.cloud.label,
+            resolution.agrees,
+        )
+        return []
+
+    def infer_pending(self, now: float) -> list[Outgoing]:
+        """Infer up to ``max_batch`` waiting windows in one batch; return results and escalations."""
+        batch = [self._pending.popleft() for _ in range(min(self.settings.max_batch, len(self._pending)))]
+        if not batch:
+            return []
+        try:
+            outcomes = self.model.infer([window.values for window, _ in batch])
+        except InferenceError as exc:
+            self.stats.inference_failures += len(batch)
+            window = batch[0][0]
+            log.error("inference failed device=%s reason=%s", window.key.device, exc)
+            topic = Topic(site=window.key.site, device=window.key.device, kind=Kind.TELEMETRY, stream=window.key.stream)
+            return [self._reject(topic, ErrorCode.INFERENCE_FAILED, str(exc), b"", now)]
+        self.stats.batches += 1
+        finished = self._monotonic()
+        out: list[Outgoing] = []
+        for (window, started), outcome in zip(batch, outcomes, strict=True):
+            self.stats.windows += 1
+            latency_s = finished - started
+            self.stats.decision_latency_s += latency_s
+            self.stats.decisions[outcome.label] += 1
+            key = window.key
+            decision = self.policy.decide(key.device, outcome, now)
+            self.stats.rules[decision.rule] += 1
+            if self.settings.publish_results:
+                result = InferenceResult(
+                    device_id=key.device,
+                    timestamp=now,
+                    stream=key.stream,
+                    window_start_seq=window.start_seq,
+                    window_size=len(window.values),
+                    outcome=outcome,
+                    escalated=decision.escalate,
+                    latency_ms=latency_s * 1000.0,
+                )
+                out.append(self._outgoing(key, Kind.INFERENCE, result, qos=0, stream=key.stream))
+            if decision.escalate:
+                escalation = Escalation(
+                    device_id=key.device,
+                    timestamp=now,
+                    site=key.site,
+                    window=Window(
+                        stream=key.stream,
+                        sensor=window.sensor,
+                        unit=window.unit,
+                        start_seq=window.start_seq,
+                        sample_rate_hz=self.model.manifest.input.sample_rate_hz,
+                        values=list(window.values),
+                    ),
+                    edge=outcome,
+                    reasons=list(decision.reasons),
+                    priority=decision.priority,
+                )
+                self.ledger.sent(escalation, now)
+                self.stats.escalations += 1
+                log.info(
+                    "escalated device=%s message_id=%s rule=%s label=%s confidence=%.3f anomaly=%.2f",
+                    key.device,
+                    escalation.message_id,
+                    decision.rule,
+                    outcome.label,
+                    outcome.confidence,
+                    outcome.anomaly_score,
+                )
+                out.append(self._outgoing(key, Kind.ESCALATION, escalation, qos=1))
+        return out
+
+    def flush(self, now: float) -> list[Outgoing]:
+        """Infer every waiting window (at shutdown)."""
+        out: list[Outgoing] = []
+        while self._pending:
+            out.extend(self.infer_pending(now))
+        return out
+
+    def _outgoing(
+        self, key: StreamKey, kind: Kind, message: Message, *, qos: int, stream: str | None = None
+    ) -> Outgoing:
+        topic = Topic(site=key.site, device=key.device, kind=kind, stream=stream, root=self.settings.broker.root)
+        return Outgoing(topic=str(topic), payload=encode(message), qos=qos)
+
+    def _reject(
+        self,
+        topic: Topic,
+        code: ErrorCode,
+        reason: str,
+        payload: bytes,
+        now: float,
+        message: TelemetryReading | TelemetryBatch | None = None,
+    ) -> Outgoing:
+        self.stats.rejected[code.value] += 1
+        log.warning(
+            "rejected device=%s message_id=%s code=%s reason=%s",
+            topic.device,
+            message.message_id if message else "-",
+            code.value,
+            reason,
+        )
+        event = ErrorEvent(
+            device_id=topic.device,
+            timestamp=now,
+            code=code,
+            reason=reason[:1024],
+            topic=str(topic)[:512],
+            stream=topic.stream,
+            offending_id=message.message_id if message else None,
+            payload_excerpt=excerpt(payload),
+        )
+        error_topic = topic.sibling(Kind.ERROR)
+        return Outgoing(topic=str(error_topic), payload=encode(event), qos=1)

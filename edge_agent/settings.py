@@ -1,0 +1,82 @@
+"""The edge agent's settings: one typed object, validated at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from protocol.broker import BrokerSettings
+from protocol.messages import SensorKind
+
+
+class SensorRange(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    minimum: float
+    maximum: float
+
+
+DEFAULT_RANGES: dict[SensorKind, SensorRange] = {
+    SensorKind.TEMPERATURE: SensorRange(minimum=-60.0, maximum=150.0),
+    SensorKind.HUMIDITY: SensorRange(minimum=0.0, maximum=100.0),
+    SensorKind.POWER: SensorRange(minimum=0.0, maximum=100_000.0),
+    SensorKind.CURRENT: SensorRange(minimum=-1_000.0, maximum=1_000.0),
+    SensorKind.VOLTAGE: SensorRange(minimum=-1_000.0, maximum=1_000.0),
+    SensorKind.VIBRATION: SensorRange(minimum=-500.0, maximum=500.0),
+    SensorKind.ACCELERATION: SensorRange(minimum=-160.0, maximum=160.0),
+    SensorKind.ANGULAR_VELOCITY: SensorRange(minimum=-35.0, maximum=35.0),
+    SensorKind.SOUND_LEVEL: SensorRange(minimum=0.0, maximum=194.0),
+    SensorKind.GENERIC: SensorRange(minimum=-1e12, maximum=1e12),
+}
+
+
+class ValidationSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ranges: dict[SensorKind, SensorRange] = Field(default_factory=lambda: dict(DEFAULT_RANGES))
+    max_age_s: float = Field(default=300.0, gt=0, description="Readings older than this are stale.")
+    max_future_s: float = Field(default=5.0, ge=0, description="Clock skew tolerated for readings from the future.")
+    duplicate_memory: int = Field(default=4096, ge=16, description="Recent message ids remembered per device.")
+
+
+class PolicySettings(BaseModel):
+    """When the agent escalates a window to the hub."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_confidence: float = Field(default=0.80, ge=0.0, le=1.0)
+    max_anomaly_score: float = Field(default=2.0, gt=0.0)
+    critical_labels: list[str] = Field(default_factory=list, description="Labels always escalated.")
+    max_escalations_per_minute: int = Field(default=60, ge=0, description="Per device; 0 disables escalation.")
+
+
+class AgentSettings(BaseSettings):
+    """Settings of ``edgefleet agent run``; TOML table ``[agent]``, environment ``EDGEFLEET_AGENT_*``."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGEFLEET_AGENT_", env_nested_delimiter="__", extra="forbid")
+
+    site: str = "site-1"
+    devices: list[str] = Field(default_factory=lambda: ["+"], description="Device ids served; '+' means all.")
+    broker: BrokerSettings = BrokerSettings()
+    model_manifest: Path = Path("models/quantized/italy_power_edge_int8.manifest.json")
+    backend: str = Field(default="onnxruntime", description="Inference backend.")
+    threads: int = Field(default=1, ge=1, le=64)
+    max_batch: int = Field(default=16, ge=1, le=1024)
+    max_wait_ms: float = Field(default=5.0, ge=0.0)
+    publish_results: bool = True
+    validation: ValidationSettings = ValidationSettings()
+    policy: PolicySettings = PolicySettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Values from the TOML file arrive as init arguments; the environment overrides them.
+        return (env_settings, init_settings)

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import asyncio
+
+from edge_agent.agent import EdgeAgent
+from edge_agent.model import LoadedModel
+from edge_agent.settings import AgentSettings
+from edge_agent.transport import InMemoryBroker, Incoming
+from protocol import Escalation, Kind, Outcome, TelemetryReading, Topic, Verdict, decode, encode
+
+TOPIC = Topic(site="plant-1", device="meter-001", kind=Kind.TELEMETRY, stream="power")
+
+
+def reading(seq: int, value: float) -> Incoming:
+    message = TelemetryReading(
+        device_id="meter-001", timestamp=1_800_000_000.0, stream="power", sensor="power", unit="kW", seq=seq,
+        value=value,
+    )  # fmt: skip
+    return Incoming(str(TOPIC), encode(message))
+
+
+async def test_agent_decides_escalates_and_receives_verdicts(settings: AgentSettings, fake_model: LoadedModel) -> None:
+    broker = InMemoryBroker()
+    async with EdgeAgent(
+        settings, model=fake_model, connect=broker.connector("agent"), clock=lambda: 1_800_000_000.0
+    ) as agent:
+        await asyncio.wait_for(agent.connected.wait(), 2)
+        for seq, value in enumerate([10.0, 20.0, 30.0, 40.0, 10.0, 11.0, 9.0, 10.0]):
+            broker.deliver(reading(seq, value))
+        async with asyncio.timeout(2):
+            while agent.stats.escalations < 1 or agent.queued:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        escalations = [m for m in broker.published if Topic.parse(m.topic).kind is Kind.ESCALATION]
+        assert len(escalations) == 1
+        escalation = decode(escalations[0].payload)
+        assert isinstance(escalation, Escalation)
+        verdict = Verdict(
+            device_id="meter-001",
+            timestamp=1_800_000_000.0,
+            escalation_id=escalation.message_id,
+            cloud=Outcome(model="c", model_version="1", label="low", confidence=0.9, anomaly_score=0.0),
+            agrees_with_edge=False,
+        )
+        broker.deliver(Incoming(str(TOPIC.sibling(Kind.VERDICT)), encode(verdict)))
+        async with asyncio.timeout(2):
+            while agent.stats.verdicts < 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+    assert agent.stats.windows == 2
+    assert agent.stats.batches >= 1
+
+
+async def test_agent_reconnects_after_the_broker_comes_back(settings: AgentSettings, fake_model: LoadedModel) -> None:
+    broker = InMemoryBroker()
+    async with EdgeAgent(settings, model=fake_model, connect=broker.connector("agent"), clock=lambda: 1.8e9) as agent:
+        await asyncio.wait_for(agent.connected.wait(), 2)
+        broker.deliver(Incoming(str(TOPIC), b"garbage"))
+        async with asyncio.timeout(2):
+            while agent.queued or agent.stats.rejections == 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        broker.take_offline()
+        async with asyncio.timeout(2):
+            while agent.connected.is_set():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        broker.online = True
+        await asyncio.wait_for(agent.connected.wait(), 10)
+        broker.deliver(Incoming(str(TOPIC), b"more garbage"))
+        async with asyncio.timeout(2):
+            while agent.queued or agent.stats.rejections < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        assert agent.reconnects >= 1
+    errors = [m for m in broker.published if Topic.parse(m.topic).kind is Kind.ERROR]
+    assert len(errors) == 2
