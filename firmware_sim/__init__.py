@@ -1,0 +1,1 @@
+"""Simulated device firmware and sensors: realistic signals, labelled faults, many devices."""
