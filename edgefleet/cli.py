@@ -1,0 +1,205 @@
+"""``edgefleet``: one command, a subcommand per part. Imports are lazy, per subcommand.
+
+Exit codes: 0 success; 1 the demo's loop broke somewhere; 2 bad usage or settings; 3 a model could
+not be loaded; 4 no broker could be reached or started; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgefleet.config import ConfigError, load_settings
+
+EXIT_LOOP_BROKEN = 1
+EXIT_USAGE = 2
+EXIT_MODEL = 3
+EXIT_BROKER = 4
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="EdgeFleet: edge-first AI for IoT fleets.")
+agent_app = typer.Typer(no_args_is_help=True, help="The on-device edge agent.")
+hub_app = typer.Typer(no_args_is_help=True, help="The cloud hub (REST API, adjudication, event store).")
+sim_app = typer.Typer(no_args_is_help=True, help="Simulated device firmware and sensors.")
+models_app = typer.Typer(no_args_is_help=True, help="Build and evaluate models (needs the 'train' extra).")
+protocol_app = typer.Typer(no_args_is_help=True, help="The wire protocol.")
+app.add_typer(agent_app, name="agent")
+app.add_typer(hub_app, name="hub")
+app.add_typer(sim_app, name="sim")
+app.add_typer(models_app, name="models")
+app.add_typer(protocol_app, name="protocol")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", exists=True, dir_okay=False, help="Settings file (TOML).")
+]
+LogLevel = Annotated[str, typer.Option("--log-level", help="Log level of edgefleet's own loggers.")]
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+async def _until_signalled(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+@agent_app.command("run")
+def agent_run(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None:
+    """Run the edge agent until SIGTERM (settings: [agent] table, EDGEFLEET_AGENT_* variables)."""
+    from edge_agent.agent import EdgeAgent
+    from edge_agent.errors import ModelLoadError
+    from edge_agent.model import load_model
+    from edge_agent.settings import AgentSettings
+    from edge_agent.transport import mqtt_connector
+    from edgefleet.logs import configure
+
+    configure(log_level)
+    try:
+        settings = load_settings(AgentSettings, "agent", config)
+        model = load_model(settings.model_manifest, backend=settings.backend, threads=settings.threads)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from exc
+    except ModelLoadError as exc:
+        raise _fail(str(exc), EXIT_MODEL) from exc
+    client_id = f"agent-{settings.site}-{'-'.join(d for d in settings.devices if d != '+') or 'all'}"
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        connect = mqtt_connector(settings.broker, client_id=client_id[:64])
+        async with EdgeAgent(settings, model=model, connect=connect):
+            await _until_signalled(stop)
+
+    asyncio.run(main())
+
+
+@hub_app.command("serve")
+def hub_serve(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None:
+    """Serve the hub's REST API and MQTT ingest until SIGTERM ([hub] table, EDGEFLEET_HUB_*)."""
+    from cloud_hub.server import HubServer
+    from cloud_hub.settings import HubSettings
+    from edgefleet.logs import configure
+
+    configure(log_level)
+    try:
+        settings = load_settings(HubSettings, "hub", config)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from exc
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        async with HubServer(settings) as hub:
+            typer.echo(f"hub listening on {hub.base_url} (API under /api/v1, OpenAPI at /docs)")
+            await _until_signalled(stop)
+
+    asyncio.run(main())
+
+
+@sim_app.command("run")
+def sim_run(
+    config: ConfigOption = None,
+    duration: Annotated[float, typer.Option(help="Seconds to run; 0 runs until SIGTERM.")] = 0.0,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Simulate a fleet of devices publishing to the broker ([sim] table, EDGEFLEET_SIM_*)."""
+    from edgefleet.logs import configure
+    from firmware_sim.fleet import Fleet
+    from firmware_sim.settings import SimSettings
+
+    configure(log_level)
+    try:
+        settings = load_settings(SimSettings, "sim", config)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from exc
+
+    async def main() -> None:
+        fleet = Fleet(settings)
+        stop = asyncio.Event()
+        if duration > 0:
+            asyncio.get_running_loop().call_later(duration, stop.set)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(fleet.run(stop))
+            await _until_signalled(stop)
+        totals = fleet.totals()
+        typer.echo(
+            f"devices={totals.devices} published={totals.published} malformed={totals.malformed} "
+            f"faults={totals.faults} dropped={totals.dropped}"
+        )
+
+    asyncio.run(main())
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="Seconds the fleet runs.")] = 30.0,
+    devices: Annotated[int, typer.Option(min=1, max=200, help="Simulated devices, one edge agent each.")] = 5,
+    rate: Annotated[float, typer.Option(help="Readings per second per device (an hour of demand each).")] = 8.0,
+    broker: Annotated[str, typer.Option(help="auto (Mosquitto if on PATH), mosquitto, or embedded.")] = "auto",
+    malformed: Annotated[float, typer.Option(help="Share of sends the simulator garbles.")] = 0.01,
+    workdir: Annotated[Path, typer.Option(help="Where the demo keeps its database and log.")] = Path("var/demo"),
+    live: Annotated[bool, typer.Option(help="Show the live table.")] = True,
+) -> None:
+    """Run the whole loop on embedded defaults: broker, hub on SQLite, simulated fleet, edge agents."""
+    from edgefleet.demo import DemoOptions, run_demo
+
+    if broker not in ("auto", "mosquitto", "embedded"):
+        raise _fail(f"--broker must be auto, mosquitto or embedded, not {broker!r}", EXIT_USAGE)
+    options = DemoOptions(
+        duration_s=duration,
+        devices=devices,
+        rate_hz=rate,
+        broker=broker,  # type: ignore[arg-type]
+        malformed_probability=malformed,
+        workdir=workdir,
+        live=live,
+    )
+    raise typer.Exit(asyncio.run(run_demo(options)))
+
+
+@models_app.command("build")
+def models_build(
+    task: Annotated[str, typer.Argument(help="Task to build.")] = "italy_power",
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("models/quantized"),
+    quick: Annotated[bool, typer.Option(help="Fewer epochs (for tests).")] = False,
+) -> None:
+    """Train, distill, quantize and export a task's models, and write their manifests and card."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"models.{task}")
+    except ModuleNotFoundError as exc:
+        if exc.name in ("torch", "onnx", "onnxscript"):
+            raise _fail(f"building models needs the 'train' extra ({exc.name} is missing)", EXIT_USAGE) from exc
+        raise _fail(f"unknown task {task!r}", EXIT_USAGE) from exc
+    report = module.build(out, quick=quick)
+    typer.echo(report)
+
+
+@protocol_app.command("schemas")
+def protocol_schemas(
+    out: Annotated[Path, typer.Option(help="Directory of the JSON Schema files.")] = Path("docs/schemas"),
+    check: Annotated[bool, typer.Option(help="Only check that the files are current.")] = False,
+) -> None:
+    """Write (or check) the JSON Schema of every wire message and of the model manifest."""
+    import json
+
+    from protocol.schemas import json_schemas
+
+    stale = []
+    for name, schema in json_schemas().items():
+        path = out / f"{name}.json"
+        text = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        if check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(str(path))
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    if stale:
+        raise _fail(f"out of date (run 'edgefleet protocol schemas'): {', '.join(stale)}", EXIT_LOOP_BROKEN)

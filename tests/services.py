@@ -1,0 +1,99 @@
+"""Real services for integration tests: a Mosquitto of the tests' own on a free port, PostgreSQL.
+
+Where a service is missing the test is skipped with a message naming it, unless
+``EDGEFLEET_REQUIRE_SERVICES=1`` (set by CI), which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def missing(what: str) -> None:
+    """Skip (or, under CI, fail) because ``what`` is not available."""
+    if os.environ.get("EDGEFLEET_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"required service missing: {what}")
+    pytest.skip(f"needs {what}")
+
+
+def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+@dataclass
+class Mosquitto:
+    """A mosquitto process owned by a test: can be stopped and started again on the same port."""
+
+    port: int
+    directory: Path
+    extra_config: str = ""
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    def start(self) -> None:
+        config = self.directory / "mosquitto.conf"
+        config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"max_queued_messages 100000\n{self.extra_config}\n"
+        )
+        log = (self.directory / "mosquitto.log").open("ab")
+        self.process = subprocess.Popen(["mosquitto", "-c", str(config)], stdout=log, stderr=log)
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@contextmanager
+def running_mosquitto(directory: Path, extra_config: str = "") -> Iterator[Mosquitto]:
+    if shutil.which("mosquitto") is None:
+        missing("the mosquitto broker on PATH (apt-get install mosquitto)")
+    broker = Mosquitto(port=free_port(), directory=directory, extra_config=extra_config)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+POSTGRES_URL = os.environ.get("EDGEFLEET_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+
+def postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
