@@ -1,7 +1,7 @@
 """``edgefleet``: one command, a subcommand per part. Imports are lazy, per subcommand.
 
 Exit codes: 0 success; 1 the demo's loop broke somewhere; 2 bad usage or settings; 3 a model could
-not be loaded; 4 no broker could be reached or started; 130 interrupted.
+not be loaded; 4 a broker or server could not be reached or started; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ def agent_run(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None
 @hub_app.command("serve")
 def hub_serve(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None:
     """Serve the hub's REST API and MQTT ingest until SIGTERM ([hub] table, EDGEFLEET_HUB_*)."""
+    from cloud_hub.errors import HubStartupError, ModelLoadError
     from cloud_hub.server import HubServer
     from cloud_hub.settings import HubSettings
     from edgefleet.logs import configure
@@ -98,7 +99,11 @@ def hub_serve(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None
             typer.echo(f"hub listening on {hub.base_url} (API under /api/v1, OpenAPI at /docs)")
             await _until_signalled(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except HubStartupError as exc:
+        code = EXIT_MODEL if isinstance(exc.__cause__, ModelLoadError) else EXIT_BROKER
+        raise _fail(str(exc), code) from exc
 
 
 @sim_app.command("run")
@@ -146,6 +151,8 @@ def demo(
     live: Annotated[bool, typer.Option(help="Show the live table.")] = True,
 ) -> None:
     """Run the whole loop on embedded defaults: broker, hub on SQLite, simulated fleet, edge agents."""
+    from edge_agent.errors import ModelLoadError
+    from edgefleet.broker import BrokerUnavailableError
     from edgefleet.demo import DemoOptions, run_demo
 
     if broker not in ("auto", "mosquitto", "embedded"):
@@ -159,7 +166,13 @@ def demo(
         workdir=workdir,
         live=live,
     )
-    raise typer.Exit(asyncio.run(run_demo(options)))
+    try:
+        report = asyncio.run(run_demo(options))
+    except ModelLoadError as exc:
+        raise _fail(f"{exc} (rebuild with 'edgefleet models build italy_power')", EXIT_MODEL) from exc
+    except BrokerUnavailableError as exc:
+        raise _fail(str(exc), EXIT_BROKER) from exc
+    raise typer.Exit(0 if report.ok else EXIT_LOOP_BROKEN)
 
 
 @models_app.command("build")

@@ -39,8 +39,8 @@ from protocol.topics import Kind, topic_filter
 log = logging.getLogger("edgefleet.demo")
 
 SITE = "demo-site"
-EDGE_MANIFEST = Path("models/quantized/italy_power_edge_int8.manifest.json")
-CLOUD_MANIFEST = Path("models/quantized/italy_power_cloud_fp32.manifest.json")
+EDGE_MANIFEST = "italy_power_edge_int8.manifest.json"
+CLOUD_MANIFEST = "italy_power_cloud_fp32.manifest.json"
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class DemoOptions:
     workdir: Path = Path("var/demo")
     live: bool = True
     seed: int = 0
+    models_dir: Path = Path("models/quantized")
 
 
 @dataclass
@@ -71,17 +72,27 @@ class Check:
     detail: str
 
 
-async def run_demo(options: DemoOptions) -> int:
-    console = Console()
-    for manifest in (EDGE_MANIFEST, CLOUD_MANIFEST):
-        if not manifest.is_file():
-            console.print(f"[red]missing model manifest {manifest}: run 'edgefleet models build italy_power'[/]")
-            return 3
+@dataclass(frozen=True)
+class DemoReport:
+    broker: str
+    checks: list[Check]
+    totals: dict[str, int]
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+
+async def run_demo(options: DemoOptions, console: Console | None = None) -> DemoReport:
+    """Run the loop; the report's checks say whether it held everywhere."""
+    console = console or Console()
+    edge_manifest = options.models_dir / EDGE_MANIFEST
+    cloud_manifest = options.models_dir / CLOUD_MANIFEST
     if options.workdir.exists():
         shutil.rmtree(options.workdir)
     options.workdir.mkdir(parents=True)
     configure("INFO", file=options.workdir / "demo.log")
-    model = load_model(EDGE_MANIFEST)
+    model = load_model(edge_manifest)
 
     async with embedded_broker(options.broker) as broker:
         console.print(f"broker: {broker.kind} on {broker.host}:{broker.port}")
@@ -90,13 +101,13 @@ async def run_demo(options: DemoOptions) -> int:
             database_url=f"sqlite+aiosqlite:///{options.workdir / 'hub.db'}",
             broker=broker_settings,
             share_group="hub" if broker.shared_subscriptions else None,
-            model_manifest=CLOUD_MANIFEST,
+            model_manifest=cloud_manifest,
             port=0,
             demo_mode=True,
         )
         async with HubServer(hub_settings) as hub:
             console.print(f"hub: {hub.base_url} (SQLite at {options.workdir / 'hub.db'})")
-            return await _run_fleet(options, console, broker, broker_settings, model, hub)
+            return await _run_fleet(options, console, broker, broker_settings, model, edge_manifest, hub)
 
 
 async def _run_fleet(
@@ -105,8 +116,9 @@ async def _run_fleet(
     broker: RunningBroker,
     broker_settings: BrokerSettings,
     model: LoadedModel,
+    edge_manifest: Path,
     hub: HubServer,
-) -> int:
+) -> DemoReport:
     sim_settings = SimSettings(
         site=SITE,
         devices=options.devices,
@@ -122,7 +134,7 @@ async def _run_fleet(
     async with contextlib.AsyncExitStack() as stack:
         agents: list[EdgeAgent] = []
         for device in fleet.device_ids():
-            settings = AgentSettings(site=SITE, devices=[device], broker=broker_settings, model_manifest=EDGE_MANIFEST)
+            settings = AgentSettings(site=SITE, devices=[device], broker=broker_settings, model_manifest=edge_manifest)
             connect = mqtt_connector(broker_settings, client_id=f"agent-{device}")
             agents.append(await stack.enter_async_context(EdgeAgent(settings, model=model, connect=connect)))
         async with asyncio.timeout(10):
@@ -155,7 +167,24 @@ async def _run_fleet(
             devices = (await client.get("/api/v1/devices", params={"limit": 1000})).json()
     checks = _checks(fleet, agents, stats, devices, score)
     _summary(console, broker, fleet, agents, stats, score, checks)
-    return 0 if all(check.ok for check in checks) else 1
+    totals = fleet.totals()
+    return DemoReport(
+        broker=broker.kind,
+        checks=checks,
+        totals={
+            "published": totals.published,
+            "malformed": totals.malformed,
+            "readings": sum(a.stats.readings for a in agents),
+            "rejected": sum(a.stats.rejections for a in agents),
+            "decisions": sum(a.stats.windows for a in agents),
+            "escalations": sum(a.stats.escalations for a in agents),
+            "verdicts": sum(a.stats.verdicts for a in agents),
+            "agreements": sum(a.stats.agreements for a in agents),
+            "stored_escalations": int(stats.get("escalations", 0)),
+            "scored": score.results,
+            "correct": score.correct,
+        },
+    )
 
 
 async def _observe_results(broker: BrokerSettings, fleet: Fleet, score: GroundTruthScore) -> None:
@@ -229,7 +258,7 @@ def _checks(
     escalations = sum(a.stats.escalations for a in agents)
     verdicts = sum(a.stats.verdicts for a in agents)
     stored = int(stats.get("escalations", 0))  # type: ignore[call-overload]
-    registered = len(devices) if isinstance(devices, list) else 0
+    registered = int(devices["total"]) if isinstance(devices, dict) else 0
     return [
         Check("simulator published", totals.published > 0, f"{totals.published} messages"),
         Check("agents received every message", received == totals.published, f"{received} of {totals.published}"),

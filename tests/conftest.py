@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.model import LoadedModel
+from tests import fakes
 from tests.services import Mosquitto, running_mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,3 +37,9 @@ def own_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A Mosquitto for one test alone (for tests that stop and restart it)."""
     with running_mosquitto(tmp_path) as broker:
         yield broker
+
+
+@pytest.fixture
+def fake_model() -> LoadedModel:
+    """A model whose backend is a plain function (see tests/fakes.py)."""
+    return fakes.fake_model()

@@ -61,8 +61,8 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             f"max_queued_messages 100000\n{self.extra_config}\n"
         )
-        log = (self.directory / "mosquitto.log").open("ab")
-        self.process = subprocess.Popen(["mosquitto", "-c", str(config)], stdout=log, stderr=log)
+        with (self.directory / "mosquitto.log").open("ab") as log:
+            self.process = subprocess.Popen(["mosquitto", "-c", str(config)], stdout=log, stderr=log)
         wait_for_port(self.port)
 
     def stop(self) -> None:

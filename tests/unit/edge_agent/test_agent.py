@@ -5,7 +5,7 @@ import asyncio
 from edge_agent.agent import EdgeAgent
 from edge_agent.model import LoadedModel
 from edge_agent.settings import AgentSettings
-from edge_agent.transport import InMemoryBroker, Incoming
+from edge_agent.transport import Incoming, InMemoryBroker
 from protocol import Escalation, Kind, Outcome, TelemetryReading, Topic, Verdict, decode, encode
 
 TOPIC = Topic(site="plant-1", device="meter-001", kind=Kind.TELEMETRY, stream="power")

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given, settings as hypothesis_settings
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from edge_agent.model import LoadedModel
@@ -20,6 +21,7 @@ from protocol import (
     decode,
     encode,
 )
+from tests import fakes
 
 NOW = 1_800_000_000.0
 TOPIC = Topic(site="plant-1", device="meter-001", kind=Kind.TELEMETRY, stream="power")
@@ -140,11 +142,7 @@ json_values = st.recursive(
 @hypothesis_settings(max_examples=300, deadline=None)
 @given(payload=st.binary(max_size=300))
 def test_garbage_bytes_never_crash_the_pipeline(payload: bytes) -> None:
-    from tests.unit.edge_agent.conftest import fake_manifest, rising_is_high
-
-    from edge_agent.backends import FakeBackend
-
-    pipeline = Pipeline(AgentSettings(site="plant-1"), LoadedModel(fake_manifest(), FakeBackend(rising_is_high)))
+    pipeline = Pipeline(AgentSettings(site="plant-1"), fakes.fake_model())
     out = pipeline.handle(str(TOPIC), payload, NOW)
     assert len(out) == 1
     assert isinstance(decode(out[0].payload), ErrorEvent)
@@ -153,11 +151,7 @@ def test_garbage_bytes_never_crash_the_pipeline(payload: bytes) -> None:
 @hypothesis_settings(max_examples=300, deadline=None)
 @given(field=st.sampled_from(sorted(GOOD)), value=json_values)
 def test_schema_mutations_are_accepted_or_rejected_never_crash(field: str, value: object) -> None:
-    from tests.unit.edge_agent.conftest import fake_manifest, rising_is_high
-
-    from edge_agent.backends import FakeBackend
-
-    pipeline = Pipeline(AgentSettings(site="plant-1"), LoadedModel(fake_manifest(), FakeBackend(rising_is_high)))
+    pipeline = Pipeline(AgentSettings(site="plant-1"), fakes.fake_model())
     payload = json.dumps({**GOOD, field: value}).encode()
     out = pipeline.handle(str(TOPIC), payload, NOW)
     assert pipeline.stats.rejections + pipeline.stats.readings >= 1
@@ -167,10 +161,6 @@ def test_schema_mutations_are_accepted_or_rejected_never_crash(field: str, value
 @hypothesis_settings(max_examples=200, deadline=None)
 @given(topic=st.text(max_size=60), payload=st.binary(max_size=50))
 def test_any_topic_is_handled(topic: str, payload: bytes) -> None:
-    from tests.unit.edge_agent.conftest import fake_manifest, rising_is_high
-
-    from edge_agent.backends import FakeBackend
-
-    pipeline = Pipeline(AgentSettings(site="plant-1"), LoadedModel(fake_manifest(), FakeBackend(rising_is_high)))
+    pipeline = Pipeline(AgentSettings(site="plant-1"), fakes.fake_model())
     pipeline.handle(topic, payload, NOW)
     assert pipeline.stats.messages == 1

@@ -1,0 +1,90 @@
+"""The edge agent against a real Mosquitto, fed by a plain MQTT client (paho), not our encoder."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import time
+from collections.abc import Iterator
+
+import paho.mqtt.client as paho
+import pytest
+
+from edge_agent.agent import EdgeAgent
+from edge_agent.model import LoadedModel
+from edge_agent.settings import AgentSettings
+from edge_agent.transport import mqtt_connector
+from protocol import BrokerSettings, ErrorEvent, InferenceResult, decode
+from tests.services import Mosquitto
+
+pytestmark = pytest.mark.integration
+
+TELEMETRY = "edgefleet/plant-1/meter-009/telemetry/power"
+
+
+@pytest.fixture
+def plain_client(mosquitto: Mosquitto) -> Iterator[tuple[paho.Client, queue.Queue[tuple[str, bytes]]]]:
+    received: queue.Queue[tuple[str, bytes]] = queue.Queue()
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="plain-test-client")
+    client.on_message = lambda _c, _u, message: received.put((message.topic, message.payload))
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+    client.subscribe("edgefleet/plant-1/meter-009/#", qos=1)
+    time.sleep(0.2)
+    yield client, received
+    client.loop_stop()
+    client.disconnect()
+
+
+def hand_written_reading(seq: int, value: object) -> bytes:
+    return (
+        f'{{"type":"telemetry.reading","v":1,"id":"hand-{seq}","dev":"meter-009","ts":{time.time()},'
+        f'"stream":"power","sensor":"power","unit":"kW","seq":{seq},"value":{json.dumps(value)}}}'
+    ).encode()
+
+
+async def wait_for(received: queue.Queue[tuple[str, bytes]], topic_suffix: str, timeout_s: float = 10.0) -> bytes:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            topic, payload = received.get_nowait()
+        except queue.Empty:
+            await asyncio.sleep(0.02)
+            continue
+        if topic.endswith(topic_suffix):
+            return payload
+    raise AssertionError(f"nothing arrived on */{topic_suffix} within {timeout_s} s")
+
+
+async def test_malformed_and_out_of_range_readings_become_error_events_and_the_agent_keeps_running(
+    mosquitto: Mosquitto, plain_client: tuple[paho.Client, queue.Queue[tuple[str, bytes]]], fake_model: LoadedModel
+) -> None:
+    client, received = plain_client
+    broker = BrokerSettings(host=mosquitto.host, port=mosquitto.port)
+    settings = AgentSettings(site="plant-1", devices=["meter-009"], broker=broker)
+    async with EdgeAgent(settings, model=fake_model, connect=mqtt_connector(broker, client_id="agent-test")) as agent:
+        await asyncio.wait_for(agent.connected.wait(), 10)
+
+        client.publish(TELEMETRY, b'{"type":"telemetry.reading","v":1,"value":', qos=1)
+        event = decode(await wait_for(received, "/error"))
+        assert isinstance(event, ErrorEvent)
+        assert event.code.value == "malformed_payload"
+        assert event.device_id == "meter-009"
+
+        client.publish(TELEMETRY, hand_written_reading(0, -40.0), qos=1)
+        event = decode(await wait_for(received, "/error"))
+        assert isinstance(event, ErrorEvent)
+        assert event.code.value == "out_of_range"
+        assert event.offending_id == "hand-0"
+
+        client.publish(TELEMETRY, b"\xff\x00 not even text", qos=1)
+        assert isinstance(decode(await wait_for(received, "/error")), ErrorEvent)
+
+        # Still running: a clean window is decided and its result published.
+        for seq, value in enumerate([10.0, 20.0, 30.0, 40.0], start=4):
+            client.publish(TELEMETRY, hand_written_reading(seq, value), qos=1)
+        result = decode(await wait_for(received, "/inference/power"))
+        assert isinstance(result, InferenceResult)
+        assert result.window_start_seq == 4
+        assert agent.stats.rejected == {"malformed_payload": 2, "out_of_range": 1}
