@@ -131,13 +131,11 @@ class SimulatedDevice:
     async def _sessions(self) -> None:
         broker = self.settings.broker
         death_topic = str(self._topic.sibling(Kind.DEATH))
-        will = aiomqtt.Will(
-            death_topic,
-            encode(DeviceDeath(device_id=self.device_id, timestamp=time.time(), reason="connection lost")),
-            qos=1,
-        )
         backoff = 0.5
         while True:
+            # The will is registered at connect time, so it carries that connection's timestamp.
+            lost = DeviceDeath(device_id=self.device_id, timestamp=time.time(), reason="connection lost")
+            will = aiomqtt.Will(death_topic, encode(lost), qos=1)
             try:
                 async with aiomqtt.Client(
                     broker.host,
