@@ -210,41 +210,28 @@ async def _observe_results(broker: BrokerSettings, fleet: Fleet, score: GroundTr
 
 
 def _table(fleet: Fleet, agents: list[EdgeAgent], score: GroundTruthScore, elapsed: float, duration: float) -> Group:
-    table = Table(title=f"EdgeFleet demo — {elapsed:4.0f} s of {duration:.0f} s", expand=False)
-    for column in (
-        "device",
-        "sent",
-        "readings",
-        "rejected",
-        "decisions",
-        "winter",
-        "summer",
-        "escalated",
-        "verdicts",
-        "agree",
-    ):
-        table.add_column(column, justify="right" if column != "device" else "left")
+    table = Table(title=f"EdgeFleet demo: {min(elapsed, duration):.0f} s of {duration:.0f} s", expand=False)
+    table.add_column("device", no_wrap=True)
+    for column in ("sent", "received", "rejected", "decided", "escalated", "verdicts", "agree"):
+        table.add_column(column, justify="right")
     for device, agent in zip(fleet.devices, agents, strict=True):
         stats = agent.stats
         table.add_row(
             device.device_id,
             str(device.counters.published),
-            str(stats.readings),
+            str(stats.telemetry_messages),
             str(stats.rejections),
             str(stats.windows),
-            str(stats.decisions["winter"]),
-            str(stats.decisions["summer"]),
             str(stats.escalations),
             str(stats.verdicts),
             str(stats.agreements),
         )
     totals = Table.grid(padding=(0, 2))
     totals.add_row(
-        f"readings {sum(a.stats.readings for a in agents)}",
         f"decisions {sum(a.stats.windows for a in agents)}",
         f"escalations {sum(a.stats.escalations for a in agents)}",
         f"verdicts {sum(a.stats.verdicts for a in agents)}",
-        f"edge accuracy vs truth {score.correct}/{score.results}",
+        f"edge right {score.correct}/{score.results}",
     )
     return Group(table, totals)
 

@@ -17,6 +17,8 @@ def configure(level: str = "INFO", *, file: Path | None = None) -> None:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s event=%(message)s"))
     root = logging.getLogger()
+    for old in root.handlers:
+        old.close()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("edgefleet").setLevel(level.upper())

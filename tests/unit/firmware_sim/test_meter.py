@@ -26,7 +26,7 @@ def test_italy_power_demand_loads_the_official_splits() -> None:
 def test_ts_reader_reports_where_a_file_is_broken(tmp_path: Path) -> None:
     broken = tmp_path / "x.ts"
     broken.write_text("@data\n1,2,oops:1\n")
-    with pytest.raises(DatasetError, match="x.ts:2"):
+    with pytest.raises(DatasetError, match=r"x\.ts:2"):
         read_ts(broken)
 
 
