@@ -191,7 +191,23 @@ def models_build(
             raise _fail(f"building models needs the 'train' extra ({exc.name} is missing)", EXIT_USAGE) from exc
         raise _fail(f"unknown task {task!r}", EXIT_USAGE) from exc
     report = module.build(out, quick=quick)
-    typer.echo(report)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{task}: test split (built in {report['seconds']:.0f} s)")
+    for column in ("variant", "parameters", "bytes", "val accuracy", "test accuracy"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for variant in report["variants"].values():
+        size = variant["bytes"]
+        table.add_row(
+            variant["label"],
+            f"{variant['parameters']:,}",
+            f"{size:,}" if size else "-",
+            f"{variant['val_accuracy']:.3f}",
+            f"{variant['test_accuracy']:.3f}",
+        )
+    Console().print(table)
+    typer.echo(f"artifacts: {', '.join(report['artifacts']['manifests'])}; card: {report['artifacts']['card']}")
 
 
 @protocol_app.command("schemas")
