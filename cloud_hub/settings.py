@@ -5,16 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from protocol.broker import BrokerSettings
 from protocol.errors import TopicError
+from protocol.settings import DeployableSettings
 from protocol.topics import check_segment
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/edgefleet-hub.db"
 
 
-class HubSettings(BaseSettings):
+class HubSettings(DeployableSettings):
     """Settings of ``edgefleet hub serve``; TOML table ``[hub]``, environment ``EDGEFLEET_HUB_*``.
 
     A SQLite database file's directory is created when the store opens it.
@@ -61,15 +62,3 @@ class HubSettings(BaseSettings):
             return check_segment(value, "share group")
         except TopicError as exc:
             raise ValueError(exc.reason) from exc
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Values from the TOML file arrive as init arguments; the environment overrides them.
-        return (env_settings, init_settings)

@@ -142,7 +142,7 @@ class Pipeline:
         self.stats.verdicts += 1
         self.stats.agreements += resolution.agrees
         log.info(
-            "verdict device=%s message_id=%s escalation=%s label=%s agrees=%s",
+            "verdict device_id=%s message_id=%s escalation=%s label=%s agrees=%s",
             verdict.device_id,
             verdict.message_id,
             verdict.escalation_id,
@@ -161,7 +161,7 @@ class Pipeline:
         except InferenceError as exc:
             self.stats.inference_failures += len(batch)
             window = batch[0][0]
-            log.error("inference failed device=%s reason=%s", window.key.device, exc)
+            log.error("inference failed device_id=%s reason=%s", window.key.device, exc)
             topic = Topic(site=window.key.site, device=window.key.device, kind=Kind.TELEMETRY, stream=window.key.stream)
             return [self._reject(topic, ErrorCode.INFERENCE_FAILED, str(exc), b"", now)]
         self.stats.batches += 1
@@ -207,7 +207,7 @@ class Pipeline:
                 self.ledger.sent(escalation, now)
                 self.stats.escalations += 1
                 log.info(
-                    "escalated device=%s message_id=%s rule=%s label=%s confidence=%.3f anomaly=%.2f",
+                    "escalated device_id=%s message_id=%s rule=%s label=%s confidence=%.3f anomaly=%.2f",
                     key.device,
                     escalation.message_id,
                     decision.rule,
@@ -242,7 +242,7 @@ class Pipeline:
     ) -> Outgoing:
         self.stats.rejected[code.value] += 1
         log.warning(
-            "rejected device=%s message_id=%s code=%s reason=%s",
+            "rejected device_id=%s message_id=%s code=%s reason=%s",
             topic.device,
             message.message_id if message else "-",
             code.value,

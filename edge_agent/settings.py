@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from protocol.broker import BrokerSettings
 from protocol.messages import SensorKind
+from protocol.settings import DeployableSettings
 
 
 class SensorRange(BaseModel):
@@ -52,7 +53,7 @@ class PolicySettings(BaseModel):
     max_escalations_per_minute: int = Field(default=60, ge=0, description="Per device; 0 disables escalation.")
 
 
-class AgentSettings(BaseSettings):
+class AgentSettings(DeployableSettings):
     """Settings of ``edgefleet agent run``; TOML table ``[agent]``, environment ``EDGEFLEET_AGENT_*``."""
 
     model_config = SettingsConfigDict(env_prefix="EDGEFLEET_AGENT_", env_nested_delimiter="__", extra="forbid")
@@ -68,15 +69,3 @@ class AgentSettings(BaseSettings):
     publish_results: bool = True
     validation: ValidationSettings = ValidationSettings()
     policy: PolicySettings = PolicySettings()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Values from the TOML file arrive as init arguments; the environment overrides them.
-        return (env_settings, init_settings)

@@ -157,7 +157,7 @@ class SimulatedDevice:
                             await client.publish(death_topic, encode(death), qos=1)
                         raise
             except aiomqtt.MqttError as exc:
-                log.debug("disconnected device=%s reason=%s", self.device_id, exc)
+                log.debug("disconnected device_id=%s reason=%s", self.device_id, exc)
             finally:
                 self.counters.connected = False
             self.counters.reconnects += 1

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from protocol.broker import BrokerSettings
+from protocol.settings import DeployableSettings
 
 
-class SimSettings(BaseSettings):
+class SimSettings(DeployableSettings):
     model_config = SettingsConfigDict(env_prefix="EDGEFLEET_SIM_", env_nested_delimiter="__", extra="forbid")
 
     site: str = "site-1"
@@ -25,15 +26,3 @@ class SimSettings(BaseSettings):
     buffer_limit: int = Field(default=10_000, ge=1, description="Readings kept while disconnected.")
     firmware_version: str = "sim-0.1.0"
     ground_truth: Path | None = Field(default=None, description="JSON Lines file of injected faults.")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Values from the TOML file arrive as init arguments; the environment overrides them.
-        return (env_settings, init_settings)

@@ -328,31 +328,3 @@ def excerpt(payload: bytes, limit: int = 200) -> str:
     """A printable, bounded excerpt of a raw payload for error events and logs."""
     text = payload[:limit].decode("utf-8", errors="backslashreplace")
     return text + ("…" if len(payload) > limit else "")
-
-
-__all__ = [
-    "MESSAGE_BY_TYPE",
-    "MESSAGE_TYPES",
-    "SCHEMA_VERSION",
-    "AnyMessage",
-    "Command",
-    "CommandName",
-    "DeviceBirth",
-    "DeviceDeath",
-    "DeviceHealth",
-    "ErrorCode",
-    "ErrorEvent",
-    "Escalation",
-    "EscalationReason",
-    "InferenceResult",
-    "Message",
-    "Outcome",
-    "SensorKind",
-    "StreamInfo",
-    "TelemetryBatch",
-    "TelemetryReading",
-    "Verdict",
-    "Window",
-    "excerpt",
-    "new_message_id",
-]
