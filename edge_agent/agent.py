@@ -1,8 +1,10 @@
 """The edge agent daemon: an async context manager around :class:`edge_agent.pipeline.Pipeline`.
 
-It owns its tasks in a TaskGroup: one session loop that reconnects to the broker with jittered
-exponential backoff, one batcher that gathers ready windows into micro-batches, and a publisher
-that drains the outgoing queue (messages wait there while the broker is away).
+It owns its tasks in a TaskGroup: a session loop per broker connection that reconnects with
+jittered exponential backoff (the sensor feed, and the uplink towards the hub when that is another
+broker), a batcher that gathers ready windows into micro-batches, and a publisher that drains the
+durable outbox over the uplink. Whatever must be sent goes to the outbox first, so a broker outage
+or a crash of the agent loses nothing that was decided.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import TracebackType
+from typing import Any
 
 from edge_agent.model import LoadedModel
-from edge_agent.pipeline import AgentStats, Outgoing, Pipeline
+from edge_agent.outbox import Envelope, Outbox
+from edge_agent.pipeline import AgentStats, Pipeline
 from edge_agent.settings import AgentSettings
 from edge_agent.transport import Connect, Session, TransportError
 from protocol.topics import Kind, topic_filter
@@ -25,8 +28,20 @@ from protocol.topics import Kind, topic_filter
 log = logging.getLogger("edgefleet.agent")
 
 
+def default_client_id(settings: AgentSettings) -> str:
+    """A stable MQTT client id, so the broker keeps the agent's session (and queues) across restarts."""
+    if settings.client_id:
+        return settings.client_id
+    devices = "-".join(d for d in settings.devices if d != "+") or "all"
+    return f"agent-{settings.site}-{devices}"[:64]
+
+
 class EdgeAgent:
-    """Run with ``async with EdgeAgent(...) as agent: await agent.wait_closed()``."""
+    """Run with ``async with EdgeAgent(...) as agent: await agent.wait_closed()``.
+
+    ``connect`` opens the sensor-feed session; ``uplink`` opens the session towards the hub, where
+    escalations, results and errors go and verdicts come from. Without ``uplink`` one session does both.
+    """
 
     def __init__(
         self,
@@ -34,23 +49,30 @@ class EdgeAgent:
         *,
         model: LoadedModel,
         connect: Connect,
+        uplink: Connect | None = None,
+        outbox: Outbox | None = None,
         clock: Callable[[], float] = time.time,
-        max_queued: int = 100_000,
     ) -> None:
         self.settings = settings
         self.pipeline = Pipeline(settings, model)
         self._connect = connect
+        self._uplink = uplink
+        self.outbox = outbox or Outbox(
+            settings.outbox_path, max_items=settings.outbox_max_items, synchronous=settings.outbox_synchronous
+        )
         self._clock = clock
-        self._queue: deque[Outgoing] = deque()
-        self._max_queued = max_queued
         self.dropped = 0
         self.reconnects = 0
         self.connected = asyncio.Event()
+        self.uplink_connected = asyncio.Event() if uplink is not None else self.connected
         self._queued = asyncio.Event()
         self._windows_ready = asyncio.Event()
         self._batch_full = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
+        self._background: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
+        if self.outbox.depth:
+            self._queued.set()
 
     @property
     def stats(self) -> AgentStats:
@@ -58,40 +80,49 @@ class EdgeAgent:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Messages waiting in the outbox."""
+        return self.outbox.depth
 
-    def subscriptions(self) -> list[str]:
-        root = self.settings.broker.root
+    def feed_filters(self) -> list[str]:
+        root, site = self.settings.broker.root, self.settings.site
+        return [topic_filter(Kind.TELEMETRY, site=site, device=device, root=root) for device in self.settings.devices]
+
+    def uplink_filters(self) -> list[str]:
+        root = (self.settings.uplink or self.settings.broker).root
         site = self.settings.site
-        filters = []
-        for device in self.settings.devices:
-            filters.append(topic_filter(Kind.TELEMETRY, site=site, device=device, root=root))
-            filters.append(topic_filter(Kind.VERDICT, site=site, device=device, root=root))
-        return filters
+        return [topic_filter(Kind.VERDICT, site=site, device=device, root=root) for device in self.settings.devices]
 
     async def __aenter__(self) -> EdgeAgent:
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
-        self._session_task = self._tasks.create_task(self._sessions(), name="agent-sessions")
-        self._batcher_task = self._tasks.create_task(self._batcher(), name="agent-batcher")
+        if self._uplink is None:
+            filters = self.feed_filters() + self.uplink_filters()
+            self._spawn(self._sessions("broker", self._connect, filters, self.connected, publish=True))
+        else:
+            self._spawn(self._sessions("feed", self._connect, self.feed_filters(), self.connected, publish=False))
+            self._spawn(
+                self._sessions("uplink", self._uplink, self.uplink_filters(), self.uplink_connected, publish=True)
+            )
+        self._spawn(self._batcher())
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        # Finish the windows already complete, then give the publisher a moment to drain.
+        # Finish the windows already complete; what is not sent by then waits in the outbox.
         self._enqueue(self.pipeline.flush(self._clock()))
-        if self.connected.is_set():
+        if self.uplink_connected.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
-                    # Two tasks change these conditions; a short poll is simpler than three events.
-                    while self._queue and self.connected.is_set():  # noqa: ASYNC110
+                    while self.outbox.depth and self.uplink_connected.is_set():  # noqa: ASYNC110
                         await asyncio.sleep(0.01)
-        self._batcher_task.cancel()
-        self._session_task.cancel()
+        for task in self._background:
+            task.cancel()
         self._stopped.set()
         assert self._tasks is not None
         await self._tasks.__aexit__(None, None, None)
+        log.info("stopped outbox_depth=%d", self.outbox.depth)
+        self.outbox.close()
 
     async def wait_closed(self) -> None:
         await self._stopped.wait()
@@ -100,37 +131,45 @@ class EdgeAgent:
         """Wait until no window or message is waiting; ``False`` if that took longer than ``timeout_s``."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                while self._queue or self.pipeline.pending:  # noqa: ASYNC110
+                # Three tasks change these conditions; a short poll is simpler than more events.
+                while self.outbox.depth or self.pipeline.pending:  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
                 return True
         return False
 
-    def _enqueue(self, items: list[Outgoing]) -> None:
-        if not items:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        assert self._tasks is not None
+        self._background.append(self._tasks.create_task(coroutine))
+
+    def _enqueue(self, envelopes: list[Envelope]) -> None:
+        if not envelopes:
             return
-        self._queue.extend(items)
-        while len(self._queue) > self._max_queued:
-            self._queue.popleft()
-            self.dropped += 1
+        dropped = self.outbox.put(envelopes)
+        if dropped:
+            self.dropped += dropped
+            log.warning("outbox full dropped=%d depth=%d", dropped, self.outbox.depth)
         self._queued.set()
 
-    async def _sessions(self) -> None:
+    async def _sessions(
+        self, name: str, connect: Connect, filters: list[str], connected: asyncio.Event, *, publish: bool
+    ) -> None:
         backoff = 0.2
         while True:
             try:
-                async with self._connect() as session:
-                    await session.subscribe(self.subscriptions(), qos=1)
-                    self.connected.set()
+                async with connect() as session:
+                    await session.subscribe(filters, qos=1)
+                    connected.set()
                     backoff = 0.2
-                    log.info("connected site=%s devices=%s", self.settings.site, ",".join(self.settings.devices))
+                    log.info("connected link=%s site=%s", name, self.settings.site)
                     async with asyncio.TaskGroup() as tasks:
-                        publisher = tasks.create_task(self._publisher(session))
+                        publisher = tasks.create_task(self._publisher(session)) if publish else None
                         await self._reader(session)
-                        publisher.cancel()
+                        if publisher is not None:
+                            publisher.cancel()
             except* TransportError as group:
-                log.warning("broker connection lost reason=%s", group.exceptions[0])
+                log.warning("connection lost link=%s reason=%s", name, group.exceptions[0])
             finally:
-                self.connected.clear()
+                connected.clear()
             self.reconnects += 1
             delay = backoff * random.uniform(0.5, 1.5)
             backoff = min(backoff * 2, 30.0)
@@ -150,12 +189,16 @@ class EdgeAgent:
     async def _publisher(self, session: Session) -> None:
         while True:
             await self._queued.wait()
-            while self._queue:
-                item = self._queue[0]
-                await session.publish(item.topic, item.payload, qos=item.qos)
-                # The publish returned, so the item is with the broker (QoS 1: acknowledged).
-                if self._queue and self._queue[0] is item:
-                    self._queue.popleft()
+            while batch := self.outbox.peek(self.settings.max_in_flight):
+                # Publish a batch concurrently; each returns once the broker acknowledged it (QoS 1).
+                results = await asyncio.gather(
+                    *(session.publish(item.topic, item.payload, qos=item.qos) for item in batch),
+                    return_exceptions=True,
+                )
+                self.outbox.ack(item.id for item, result in zip(batch, results, strict=True) if result is None)
+                failure = next((r for r in results if isinstance(r, BaseException)), None)
+                if failure is not None:
+                    raise failure
             self._queued.clear()
 
     async def _batcher(self) -> None:
@@ -176,5 +219,5 @@ class EdgeAgent:
             self._batch_full.clear()
             while self.pipeline.pending:
                 self._enqueue(self.pipeline.infer_pending(self._clock()))
-            # Let the reader and publisher run between batches.
+            # Let the readers and the publisher run between batches.
             await asyncio.sleep(0)

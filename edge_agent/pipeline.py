@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from edge_agent.errors import InferenceError
 from edge_agent.model import LoadedModel
+from edge_agent.outbox import Envelope
 from edge_agent.policy import EscalationPolicy
 from edge_agent.settings import AgentSettings
 from edge_agent.validation import Validator
@@ -31,18 +32,18 @@ from protocol.messages import (
     TelemetryReading,
     Verdict,
     Window,
+    derived_message_id,
     excerpt,
+    new_message_id,
 )
 from protocol.topics import Kind, Topic
 
 log = logging.getLogger("edgefleet.agent")
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    topic: str
-    payload: bytes
-    qos: int
+# Priorities in the outbox (0 is the most urgent); escalations carry the policy's own (0-5).
+ERROR_PRIORITY = 6
+RESULT_PRIORITY = 9
 
 
 @dataclass
@@ -88,7 +89,7 @@ class Pipeline:
         """Windows ready and waiting to be inferred."""
         return len(self._pending)
 
-    def handle(self, topic: str, payload: bytes, now: float) -> list[Outgoing]:
+    def handle(self, topic: str, payload: bytes, now: float) -> list[Envelope]:
         """Take one arriving message; return what to publish (error events)."""
         self.stats.messages += 1
         try:
@@ -104,7 +105,7 @@ class Pipeline:
             return self._verdict(parsed, payload, now)
         return []
 
-    def _telemetry(self, topic: Topic, payload: bytes, now: float) -> list[Outgoing]:
+    def _telemetry(self, topic: Topic, payload: bytes, now: float) -> list[Envelope]:
         try:
             message = decode(payload, topic=topic)
         except ProtocolError as exc:
@@ -128,7 +129,7 @@ class Pipeline:
             self._pending.append((window, started))
         return []
 
-    def _verdict(self, topic: Topic, payload: bytes, now: float) -> list[Outgoing]:
+    def _verdict(self, topic: Topic, payload: bytes, now: float) -> list[Envelope]:
         try:
             verdict = decode(payload, topic=topic)
         except ProtocolError as exc:
@@ -151,7 +152,7 @@ class Pipeline:
         )
         return []
 
-    def infer_pending(self, now: float) -> list[Outgoing]:
+    def infer_pending(self, now: float) -> list[Envelope]:
         """Infer up to ``max_batch`` waiting windows in one batch; return results and escalations."""
         batch = [self._pending.popleft() for _ in range(min(self.settings.max_batch, len(self._pending)))]
         if not batch:
@@ -166,7 +167,7 @@ class Pipeline:
             return [self._reject(topic, ErrorCode.INFERENCE_FAILED, str(exc), b"", now)]
         self.stats.batches += 1
         finished = self._monotonic()
-        out: list[Outgoing] = []
+        out: list[Envelope] = []
         for (window, started), outcome in zip(batch, outcomes, strict=True):
             self.stats.windows += 1
             latency_s = finished - started
@@ -175,8 +176,11 @@ class Pipeline:
             key = window.key
             decision = self.policy.decide(key.device, outcome, now)
             self.stats.rules[decision.rule] += 1
+            # Ids derive from the window, so a window decided again after a restart keeps its ids.
+            window_ref = (key.device, key.stream, window.start_seq, outcome.model, outcome.model_version)
             if self.settings.publish_results:
                 result = InferenceResult(
+                    message_id=derived_message_id("inference", *window_ref),
                     device_id=key.device,
                     timestamp=now,
                     stream=key.stream,
@@ -186,9 +190,12 @@ class Pipeline:
                     escalated=decision.escalate,
                     latency_ms=latency_s * 1000.0,
                 )
-                out.append(self._outgoing(key, Kind.INFERENCE, result, qos=0, stream=key.stream))
+                out.append(
+                    self._envelope(key, Kind.INFERENCE, result, qos=0, priority=RESULT_PRIORITY, stream=key.stream)
+                )
             if decision.escalate:
                 escalation = Escalation(
+                    message_id=derived_message_id("escalation", *window_ref),
                     device_id=key.device,
                     timestamp=now,
                     site=key.site,
@@ -215,21 +222,21 @@ class Pipeline:
                     outcome.confidence,
                     outcome.anomaly_score,
                 )
-                out.append(self._outgoing(key, Kind.ESCALATION, escalation, qos=1))
+                out.append(self._envelope(key, Kind.ESCALATION, escalation, qos=1, priority=decision.priority))
         return out
 
-    def flush(self, now: float) -> list[Outgoing]:
+    def flush(self, now: float) -> list[Envelope]:
         """Infer every waiting window (at shutdown)."""
-        out: list[Outgoing] = []
+        out: list[Envelope] = []
         while self._pending:
             out.extend(self.infer_pending(now))
         return out
 
-    def _outgoing(
-        self, key: StreamKey, kind: Kind, message: Message, *, qos: int, stream: str | None = None
-    ) -> Outgoing:
+    def _envelope(
+        self, key: StreamKey, kind: Kind, message: Message, *, qos: int, priority: int, stream: str | None = None
+    ) -> Envelope:
         topic = Topic(site=key.site, device=key.device, kind=kind, stream=stream, root=self.settings.broker.root)
-        return Outgoing(topic=str(topic), payload=encode(message), qos=qos)
+        return Envelope(topic=str(topic), payload=encode(message), qos=qos, priority=priority, kind=kind.value)
 
     def _reject(
         self,
@@ -239,7 +246,7 @@ class Pipeline:
         payload: bytes,
         now: float,
         message: TelemetryReading | TelemetryBatch | None = None,
-    ) -> Outgoing:
+    ) -> Envelope:
         self.stats.rejected[code.value] += 1
         log.warning(
             "rejected device_id=%s message_id=%s code=%s reason=%s",
@@ -249,6 +256,9 @@ class Pipeline:
             reason,
         )
         event = ErrorEvent(
+            message_id=derived_message_id("error", topic.device, message.message_id, code.value)
+            if message
+            else new_message_id(),
             device_id=topic.device,
             timestamp=now,
             code=code,
@@ -259,4 +269,6 @@ class Pipeline:
             payload_excerpt=excerpt(payload),
         )
         error_topic = topic.sibling(Kind.ERROR)
-        return Outgoing(topic=str(error_topic), payload=encode(event), qos=1)
+        return Envelope(
+            topic=str(error_topic), payload=encode(event), qos=1, priority=ERROR_PRIORITY, kind=Kind.ERROR.value
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
@@ -60,7 +61,19 @@ class AgentSettings(DeployableSettings):
 
     site: str = "site-1"
     devices: list[str] = Field(default_factory=lambda: ["+"], description="Device ids served; '+' means all.")
+    client_id: str | None = Field(default=None, description="MQTT client id; stable, so the broker keeps the session.")
     broker: BrokerSettings = BrokerSettings()
+    uplink: BrokerSettings | None = Field(
+        default=None, description="Broker towards the hub (escalations, verdicts); None: the same as `broker`."
+    )
+    outbox_path: Path = Path("var/agent/outbox.db")
+    outbox_max_items: int = Field(default=100_000, ge=1)
+    outbox_synchronous: Literal["normal", "full"] = Field(
+        default="normal", description="'full' also survives a power cut, at a cost per write."
+    )
+    max_in_flight: int = Field(default=32, ge=1, le=1024, description="Publishes awaiting acknowledgement at once.")
+    http_host: str = "127.0.0.1"
+    http_port: int | None = Field(default=None, ge=0, le=65535, description="/metrics and /health; None: off.")
     model_manifest: Path = Path("models/quantized/italy_power_edge_int8.manifest.json")
     backend: str = Field(default="onnxruntime", description="Inference backend.")
     threads: int = Field(default=1, ge=1, le=64)

@@ -53,8 +53,8 @@ async def _until_signalled(stop: asyncio.Event) -> None:
 @agent_app.command("run")
 def agent_run(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None:
     """Run the edge agent until SIGTERM (settings: [agent] table, EDGEFLEET_AGENT_* variables)."""
-    from edge_agent.agent import EdgeAgent
-    from edge_agent.errors import ModelLoadError
+    from edge_agent.agent import EdgeAgent, default_client_id
+    from edge_agent.errors import AgentError, ModelLoadError
     from edge_agent.model import load_model
     from edge_agent.settings import AgentSettings
     from edge_agent.transport import mqtt_connector
@@ -68,15 +68,22 @@ def agent_run(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None
         raise _fail(str(exc), EXIT_USAGE) from exc
     except ModelLoadError as exc:
         raise _fail(str(exc), EXIT_MODEL) from exc
-    client_id = f"agent-{settings.site}-{'-'.join(d for d in settings.devices if d != '+') or 'all'}"
+    client_id = default_client_id(settings)
+    # Persistent sessions: the brokers keep readings and verdicts for the agent while it restarts.
+    connect = mqtt_connector(settings.broker, client_id=client_id, clean_session=False)
+    uplink = None
+    if settings.uplink is not None:
+        uplink = mqtt_connector(settings.uplink, client_id=f"{client_id[:57]}-uplink", clean_session=False)
 
     async def main() -> None:
         stop = asyncio.Event()
-        connect = mqtt_connector(settings.broker, client_id=client_id[:64])
-        async with EdgeAgent(settings, model=model, connect=connect):
+        async with EdgeAgent(settings, model=model, connect=connect, uplink=uplink):
             await _until_signalled(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except* AgentError as group:
+        raise _fail(str(group.exceptions[0]), EXIT_USAGE) from group
 
 
 @hub_app.command("serve")

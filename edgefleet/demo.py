@@ -134,7 +134,13 @@ async def _run_fleet(
     async with contextlib.AsyncExitStack() as stack:
         agents: list[EdgeAgent] = []
         for device in fleet.device_ids():
-            settings = AgentSettings(site=SITE, devices=[device], broker=broker_settings, model_manifest=edge_manifest)
+            settings = AgentSettings(
+                site=SITE,
+                devices=[device],
+                broker=broker_settings,
+                model_manifest=edge_manifest,
+                outbox_path=options.workdir / "outbox" / f"{device}.db",
+            )
             connect = mqtt_connector(broker_settings, client_id=f"agent-{device}")
             agents.append(await stack.enter_async_context(EdgeAgent(settings, model=model, connect=connect)))
         async with asyncio.timeout(10):

@@ -33,6 +33,7 @@ from protocol.messages import (
     TelemetryReading,
     Verdict,
     Window,
+    derived_message_id,
     excerpt,
     new_message_id,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "check_topic",
     "decode",
     "decode_as",
+    "derived_message_id",
     "encode",
     "excerpt",
     "matches",

@@ -36,9 +36,21 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Timestamp = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 
 
+_DERIVED_IDS = uuid.UUID("5c0f7d2e-6a8b-4f51-9a43-0e1f2d3c4b5a")
+
+
 def new_message_id() -> str:
     """A fresh random message id (UUID4, hex)."""
     return uuid.uuid4().hex
+
+
+def derived_message_id(*parts: object) -> str:
+    """A message id that depends only on ``parts`` (UUID5, hex).
+
+    What a sender derives from its input (an escalation from a device's window, say) gets the same id
+    when it is made again after a restart, so the receiver's idempotency drops the copy.
+    """
+    return uuid.uuid5(_DERIVED_IDS, "/".join(str(part) for part in parts)).hex
 
 
 class SensorKind(StrEnum):

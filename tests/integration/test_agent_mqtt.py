@@ -7,6 +7,7 @@ import json
 import queue
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
@@ -58,11 +59,14 @@ async def wait_for(received: queue.Queue[tuple[str, bytes]], topic_suffix: str, 
 
 
 async def test_malformed_and_out_of_range_readings_become_error_events_and_the_agent_keeps_running(
-    mosquitto: Mosquitto, plain_client: tuple[paho.Client, queue.Queue[tuple[str, bytes]]], fake_model: LoadedModel
+    mosquitto: Mosquitto,
+    plain_client: tuple[paho.Client, queue.Queue[tuple[str, bytes]]],
+    fake_model: LoadedModel,
+    tmp_path: Path,
 ) -> None:
     client, received = plain_client
     broker = BrokerSettings(host=mosquitto.host, port=mosquitto.port)
-    settings = AgentSettings(site="plant-1", devices=["meter-009"], broker=broker)
+    settings = AgentSettings(site="plant-1", devices=["meter-009"], broker=broker, outbox_path=tmp_path / "outbox.db")
     async with EdgeAgent(settings, model=fake_model, connect=mqtt_connector(broker, client_id="agent-test")) as agent:
         await asyncio.wait_for(agent.connected.wait(), 10)
 

@@ -70,3 +70,56 @@ async def test_agent_reconnects_after_the_broker_comes_back(settings: AgentSetti
         assert agent.reconnects >= 1
     errors = [m for m in broker.published if Topic.parse(m.topic).kind is Kind.ERROR]
     assert len(errors) == 2
+
+
+async def test_escalations_wait_in_the_outbox_while_the_uplink_is_down(
+    settings: AgentSettings, fake_model: LoadedModel
+) -> None:
+    feed, hub_side = InMemoryBroker(), InMemoryBroker()
+    hub_side.online = False
+    agent = EdgeAgent(
+        settings,
+        model=fake_model,
+        connect=feed.connector("agent"),
+        uplink=hub_side.connector("agent-uplink"),
+        clock=lambda: 1_800_000_000.0,
+    )
+    async with agent:
+        await asyncio.wait_for(agent.connected.wait(), 2)
+        for day in range(3):  # three unsure windows: flat trend
+            for offset, value in enumerate([10.0, 11.0, 9.0, 10.0]):
+                feed.deliver(reading(day * 4 + offset, value))
+        async with asyncio.timeout(2):
+            while agent.stats.escalations < 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        assert agent.queued == 6  # three results and three escalations, waiting
+        assert not hub_side.published
+        hub_side.online = True
+        assert await agent.drained(10)
+    kinds = [Topic.parse(m.topic).kind for m in hub_side.published]
+    assert kinds.count(Kind.ESCALATION) == 3
+    assert kinds.count(Kind.INFERENCE) == 3
+    # The urgent ones go first once the uplink is back.
+    assert kinds[:3] == [Kind.ESCALATION] * 3
+    assert not [m for m in feed.published if Topic.parse(m.topic).kind is not Kind.TELEMETRY]
+
+
+async def test_what_was_not_sent_is_sent_by_the_next_run(settings: AgentSettings, fake_model: LoadedModel) -> None:
+    feed, hub_side = InMemoryBroker(), InMemoryBroker()
+    hub_side.online = False
+    async with EdgeAgent(
+        settings, model=fake_model, connect=feed.connector("a"), uplink=hub_side.connector("b"), clock=lambda: 1.8e9
+    ) as agent:
+        await asyncio.wait_for(agent.connected.wait(), 2)
+        for offset, value in enumerate([10.0, 11.0, 9.0, 10.0]):
+            feed.deliver(reading(offset, value))
+        async with asyncio.timeout(2):
+            while agent.queued < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+    hub_side.online = True
+    async with EdgeAgent(
+        settings, model=fake_model, connect=feed.connector("a"), uplink=hub_side.connector("b"), clock=lambda: 1.8e9
+    ) as again:
+        assert again.queued == 2
+        assert await again.drained(10)
+    assert len(hub_side.published) == 2

@@ -7,7 +7,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from edge_agent.model import LoadedModel
-from edge_agent.pipeline import Outgoing, Pipeline
+from edge_agent.outbox import Envelope
+from edge_agent.pipeline import Pipeline
 from edge_agent.settings import AgentSettings, PolicySettings
 from protocol import (
     ErrorEvent,
@@ -35,8 +36,8 @@ def reading(seq: int, value: float) -> bytes:
     )
 
 
-def run_day(pipeline: Pipeline, values: list[float], start: int = 0) -> list[Outgoing]:
-    out: list[Outgoing] = []
+def run_day(pipeline: Pipeline, values: list[float], start: int = 0) -> list[Envelope]:
+    out: list[Envelope] = []
     for offset, value in enumerate(values):
         out += pipeline.handle(str(TOPIC), reading(start + offset, value), NOW)
     while pipeline.pending:
