@@ -71,6 +71,8 @@ class EdgeAgent:
         self._tasks: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
+        self._http: contextlib.AbstractAsyncContextManager[int] | None = None
+        self.http_port: int | None = None
         if self.outbox.depth:
             self._queued.set()
 
@@ -104,11 +106,18 @@ class EdgeAgent:
                 self._sessions("uplink", self._uplink, self.uplink_filters(), self.uplink_connected, publish=True)
             )
         self._spawn(self._batcher())
+        if self.settings.http_port is not None:
+            from edge_agent.http import serve
+
+            self._http = serve(self, self.settings.http_host, self.settings.http_port)
+            self.http_port = await self._http.__aenter__()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._http is not None:
+            await self._http.__aexit__(None, None, None)
         # Finish the windows already complete; what is not sent by then waits in the outbox.
         self._enqueue(self.pipeline.flush(self._clock()))
         if self.uplink_connected.is_set():

@@ -6,6 +6,7 @@ validate → window → (micro-batch) infer → decide → escalate. The asyncio
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections import Counter, deque
@@ -46,6 +47,26 @@ ERROR_PRIORITY = 6
 RESULT_PRIORITY = 9
 
 
+LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+@dataclass
+class Histogram:
+    """Counts per upper bound (the last slot counts what exceeds every bound), and their sum."""
+
+    bounds: tuple[float, ...] = LATENCY_BUCKETS_S
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    total: float = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
 @dataclass
 class AgentStats:
     """What the agent has done, for metrics, the demo's table and tests."""
@@ -63,7 +84,12 @@ class AgentStats:
     verdicts: int = 0
     agreements: int = 0
     inference_failures: int = 0
-    decision_latency_s: float = 0.0
+    inferences: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """Windows inferred, by (model, version, backend)."""
+    inference_seconds: Histogram = field(default_factory=Histogram)
+    """Time to run one batch."""
+    decision_seconds: Histogram = field(default_factory=Histogram)
+    """From the reading that completed a window to the decision on it."""
 
     @property
     def rejections(self) -> int:
@@ -157,21 +183,25 @@ class Pipeline:
         batch = [self._pending.popleft() for _ in range(min(self.settings.max_batch, len(self._pending)))]
         if not batch:
             return []
+        model = self.model
+        began = self._monotonic()
         try:
-            outcomes = self.model.infer([window.values for window, _ in batch])
+            outcomes = model.infer([window.values for window, _ in batch])
         except InferenceError as exc:
             self.stats.inference_failures += len(batch)
             window = batch[0][0]
             log.error("inference failed device_id=%s reason=%s", window.key.device, exc)
             topic = Topic(site=window.key.site, device=window.key.device, kind=Kind.TELEMETRY, stream=window.key.stream)
             return [self._reject(topic, ErrorCode.INFERENCE_FAILED, str(exc), b"", now)]
-        self.stats.batches += 1
         finished = self._monotonic()
+        self.stats.batches += 1
+        self.stats.inference_seconds.observe(finished - began)
+        self.stats.inferences[(model.manifest.name, model.manifest.version, model.backend.name)] += len(batch)
         out: list[Envelope] = []
         for (window, started), outcome in zip(batch, outcomes, strict=True):
             self.stats.windows += 1
             latency_s = finished - started
-            self.stats.decision_latency_s += latency_s
+            self.stats.decision_seconds.observe(latency_s)
             self.stats.decisions[outcome.label] += 1
             key = window.key
             decision = self.policy.decide(key.device, outcome, now)
