@@ -15,14 +15,18 @@ import logging
 import random
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from edge_agent.model import LoadedModel
+from edge_agent.errors import AgentError, ModelLoadError
+from edge_agent.lifecycle import ModelKeeper
+from edge_agent.model import LoadedModel, load_model, read_trusted_keys
 from edge_agent.outbox import Envelope, Outbox
 from edge_agent.pipeline import AgentStats, Pipeline
 from edge_agent.settings import AgentSettings
 from edge_agent.transport import Connect, Session, TransportError
+from protocol.messages import Command, CommandName
 from protocol.topics import Kind, topic_filter
 
 log = logging.getLogger("edgefleet.agent")
@@ -55,6 +59,7 @@ class EdgeAgent:
     ) -> None:
         self.settings = settings
         self.pipeline = Pipeline(settings, model)
+        self.keeper = ModelKeeper(settings)
         self._connect = connect
         self._uplink = uplink
         self.outbox = outbox or Outbox(
@@ -92,7 +97,69 @@ class EdgeAgent:
     def uplink_filters(self) -> list[str]:
         root = (self.settings.uplink or self.settings.broker).root
         site = self.settings.site
-        return [topic_filter(Kind.VERDICT, site=site, device=device, root=root) for device in self.settings.devices]
+        return [
+            topic_filter(kind, site=site, device=device, root=root)
+            for device in self.settings.devices
+            for kind in (Kind.VERDICT, Kind.COMMAND)
+        ]
+
+    async def swap_model(self, manifest_path: Path) -> LoadedModel:
+        """Load, check and put live a new model, on probation; the current one is kept for a rollback.
+
+        Raises :class:`ModelLoadError` (and changes nothing) when the new model's hash or signature is
+        wrong, or it does not run."""
+        settings = self.settings
+        keys = read_trusted_keys(settings.trusted_model_keys)
+        # Loading builds an inference session: keep it off the event loop so readings keep flowing.
+        candidate = await asyncio.to_thread(
+            load_model, manifest_path, backend=settings.backend, threads=settings.threads, trusted_keys=keys
+        )
+        try:
+            outcomes = candidate.infer([[float(i % 7) for i in range(candidate.window_size)]])
+        except AgentError as exc:
+            raise ModelLoadError(f"model {candidate.manifest.name} fails its self-test: {exc}") from exc
+        if len(outcomes) != 1:
+            raise ModelLoadError(f"model {candidate.manifest.name} fails its self-test: no outcome")
+        previous = self.pipeline.model
+        self.pipeline.set_model(candidate)
+        self.keeper.start(candidate, previous, self.stats)
+        log.info(
+            "model_swapped name=%s version=%s previous=%s",
+            candidate.manifest.name,
+            candidate.manifest.version,
+            previous.manifest.version,
+        )
+        return candidate
+
+    def _review_model(self) -> None:
+        review = self.keeper.review(self.stats)
+        if review is None:
+            return
+        if review.action == "rollback" and self.keeper.previous is not None:
+            failed = self.pipeline.model.manifest
+            self.pipeline.set_model(self.keeper.previous)
+            log.warning(
+                "model_rolled_back name=%s version=%s back_to=%s reason=%s",
+                failed.name,
+                failed.version,
+                self.pipeline.model.manifest.version,
+                review.reason,
+            )
+        else:
+            log.info("model_kept version=%s reason=%s", self.pipeline.model.manifest.version, review.reason)
+
+    async def _run_command(self, command: Command) -> None:
+        if command.name is not CommandName.UPDATE_MODEL:
+            log.info("command_ignored name=%s message_id=%s", command.name.value, command.message_id)
+            return
+        manifest = command.args.get("manifest")
+        if not isinstance(manifest, str):
+            log.warning("command_refused message_id=%s reason=update_model needs a 'manifest' path", command.message_id)
+            return
+        try:
+            await self.swap_model(Path(manifest))
+        except (ModelLoadError, OSError) as exc:
+            log.warning("model_refused message_id=%s reason=%s", command.message_id, exc)
 
     async def __aenter__(self) -> EdgeAgent:
         self._tasks = asyncio.TaskGroup()
@@ -148,7 +215,9 @@ class EdgeAgent:
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         assert self._tasks is not None
-        self._background.append(self._tasks.create_task(coroutine))
+        task = self._tasks.create_task(coroutine)
+        self._background.append(task)
+        task.add_done_callback(self._background.remove)
 
     def _enqueue(self, envelopes: list[Envelope]) -> None:
         if not envelopes:
@@ -188,6 +257,8 @@ class EdgeAgent:
         max_batch = self.settings.max_batch
         async for incoming in session.messages():
             self._enqueue(self.pipeline.handle(incoming.topic, incoming.payload, self._clock()))
+            while self.pipeline.commands:
+                self._spawn(self._run_command(self.pipeline.commands.popleft()))
             pending = self.pipeline.pending
             if pending:
                 self._windows_ready.set()
@@ -228,5 +299,6 @@ class EdgeAgent:
             self._batch_full.clear()
             while self.pipeline.pending:
                 self._enqueue(self.pipeline.infer_pending(self._clock()))
+                self._review_model()
             # Let the readers and the publisher run between batches.
             await asyncio.sleep(0)

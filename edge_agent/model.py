@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from edge_agent.backends import BACKENDS, InferenceBackend
@@ -15,6 +16,7 @@ from edge_agent.errors import ModelLoadError
 from protocol.manifest import ModelManifest
 from protocol.messages import Outcome
 from protocol.preprocessing import preprocess
+from protocol.signing import SignatureError, load_public_key, verify
 
 
 def file_sha256(path: Path) -> str:
@@ -69,9 +71,32 @@ class LoadedModel:
         return outcomes
 
 
-def load_model(manifest_path: Path, *, backend: str = "onnxruntime", threads: int = 1) -> LoadedModel:
-    """Load the artifact beside ``manifest_path``; refuse it if its sha256 differs from the manifest's."""
+def read_trusted_keys(paths: Sequence[Path]) -> list[Ed25519PublicKey]:
+    """The fleet's model-signing public keys (PEM files)."""
+    keys = []
+    for path in paths:
+        try:
+            keys.append(load_public_key(path.read_bytes()))
+        except (OSError, SignatureError) as exc:
+            raise ModelLoadError(f"cannot read trusted model key {path}: {exc}") from exc
+    return keys
+
+
+def load_model(
+    manifest_path: Path,
+    *,
+    backend: str = "onnxruntime",
+    threads: int = 1,
+    trusted_keys: Sequence[Ed25519PublicKey] = (),
+) -> LoadedModel:
+    """Load the artifact beside ``manifest_path``; refuse it if its sha256 differs from the manifest's,
+    or, when ``trusted_keys`` are given, if none of them signed the manifest."""
     manifest = read_manifest(manifest_path)
+    if trusted_keys:
+        try:
+            verify(manifest, list(trusted_keys))
+        except SignatureError as exc:
+            raise ModelLoadError(f"refusing {manifest_path}: {exc}") from exc
     artifact = manifest_path.parent / manifest.artifact
     if not artifact.is_file():
         raise ModelLoadError(f"model artifact {artifact} is missing")

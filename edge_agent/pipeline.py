@@ -24,6 +24,7 @@ from protocol.codec import decode, encode
 from protocol.errors import ProtocolError, TopicError
 from protocol.escalations import EscalationLedger
 from protocol.messages import (
+    Command,
     ErrorCode,
     ErrorEvent,
     Escalation,
@@ -90,6 +91,16 @@ class AgentStats:
     """Time to run one batch."""
     decision_seconds: Histogram = field(default_factory=Histogram)
     """From the reading that completed a window to the decision on it."""
+    windows_by_model: Counter[tuple[str, str]] = field(default_factory=Counter)
+    failures_by_model: Counter[tuple[str, str]] = field(default_factory=Counter)
+    verdicts_by_model: Counter[tuple[str, str]] = field(default_factory=Counter)
+    agreements_by_model: Counter[tuple[str, str]] = field(default_factory=Counter)
+    commands: Counter[str] = field(default_factory=Counter)
+
+    def agreement_rate(self, model: tuple[str, str]) -> float | None:
+        """How often the hub agreed with this model's escalated windows (``None`` before any verdict)."""
+        verdicts = self.verdicts_by_model[model]
+        return self.agreements_by_model[model] / verdicts if verdicts else None
 
     @property
     def rejections(self) -> int:
@@ -107,6 +118,7 @@ class Pipeline:
         self.windower = Windower(size=model.window_size, hop=model.hop)
         self.policy = EscalationPolicy(settings.policy)
         self.ledger = EscalationLedger()
+        self.commands: deque[Command] = deque()
         self._pending: deque[tuple[ReadyWindow, float]] = deque()
         self._monotonic = monotonic
 
@@ -129,7 +141,29 @@ class Pipeline:
             return self._telemetry(parsed, payload, now)
         if parsed.kind is Kind.VERDICT:
             return self._verdict(parsed, payload, now)
+        if parsed.kind is Kind.COMMAND:
+            self._command(parsed, payload)
         return []
+
+    def _command(self, topic: Topic, payload: bytes) -> None:
+        try:
+            command = decode(payload, topic=topic)
+        except ProtocolError as exc:
+            self.stats.rejected[exc.code] += 1
+            log.warning("rejected command topic=%s code=%s reason=%s", topic, exc.code, exc.reason)
+            return
+        assert isinstance(command, Command)
+        self.stats.commands[command.name.value] += 1
+        self.commands.append(command)
+
+    def set_model(self, model: LoadedModel) -> None:
+        """Swap the model between batches. Windows in progress are kept when the input spec allows."""
+        old = self.model.manifest.input
+        new = model.manifest.input
+        if (old.window_size, old.hop, old.sensor, old.unit) != (new.window_size, new.hop, new.sensor, new.unit):
+            self.windower = Windower(size=model.window_size, hop=model.hop)
+            self._pending.clear()
+        self.model = model
 
     def _telemetry(self, topic: Topic, payload: bytes, now: float) -> list[Envelope]:
         try:
@@ -168,6 +202,9 @@ class Pipeline:
             return []
         self.stats.verdicts += 1
         self.stats.agreements += resolution.agrees
+        edge = resolution.escalation.edge
+        self.stats.verdicts_by_model[(edge.model, edge.model_version)] += 1
+        self.stats.agreements_by_model[(edge.model, edge.model_version)] += resolution.agrees
         log.info(
             "verdict device_id=%s message_id=%s escalation=%s label=%s agrees=%s",
             verdict.device_id,
@@ -189,6 +226,7 @@ class Pipeline:
             outcomes = model.infer([window.values for window, _ in batch])
         except InferenceError as exc:
             self.stats.inference_failures += len(batch)
+            self.stats.failures_by_model[(model.manifest.name, model.manifest.version)] += len(batch)
             window = batch[0][0]
             log.error("inference failed device_id=%s reason=%s", window.key.device, exc)
             topic = Topic(site=window.key.site, device=window.key.device, kind=Kind.TELEMETRY, stream=window.key.stream)
@@ -197,6 +235,7 @@ class Pipeline:
         self.stats.batches += 1
         self.stats.inference_seconds.observe(finished - began)
         self.stats.inferences[(model.manifest.name, model.manifest.version, model.backend.name)] += len(batch)
+        self.stats.windows_by_model[(model.manifest.name, model.manifest.version)] += len(batch)
         out: list[Envelope] = []
         for (window, started), outcome in zip(batch, outcomes, strict=True):
             self.stats.windows += 1

@@ -76,6 +76,16 @@ class AgentSettings(DeployableSettings):
     http_port: int | None = Field(default=None, ge=0, le=65535, description="/metrics and /health; None: off.")
     model_manifest: Path = Path("models/quantized/italy_power_edge_int8.manifest.json")
     backend: str = Field(default="onnxruntime", description="Inference backend.")
+    trusted_model_keys: list[Path] = Field(
+        default_factory=list,
+        description="PEM Ed25519 public keys; when set, only models signed by one of them are loaded.",
+    )
+    probation_windows: int = Field(default=200, ge=1, description="Windows a new model is watched before it stays.")
+    max_failure_rate: float = Field(default=0.05, ge=0.0, le=1.0, description="Inference failures that roll back.")
+    min_verdicts: int = Field(default=20, ge=1, description="Verdicts needed to compare a new model's agreement.")
+    max_agreement_drop: float = Field(
+        default=0.10, ge=0.0, le=1.0, description="Agreement with the hub below the old model's by this rolls back."
+    )
     threads: int = Field(default=1, ge=1, le=64)
     max_batch: int = Field(default=16, ge=1, le=1024)
     max_wait_ms: float = Field(default=5.0, ge=0.0)

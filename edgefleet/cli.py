@@ -26,11 +26,13 @@ hub_app = typer.Typer(no_args_is_help=True, help="The cloud hub (REST API, adjud
 sim_app = typer.Typer(no_args_is_help=True, help="Simulated device firmware and sensors.")
 models_app = typer.Typer(no_args_is_help=True, help="Build and evaluate models (needs the 'train' extra).")
 protocol_app = typer.Typer(no_args_is_help=True, help="The wire protocol.")
+keys_app = typer.Typer(no_args_is_help=True, help="The fleet's model-signing keys.")
 app.add_typer(agent_app, name="agent")
 app.add_typer(hub_app, name="hub")
 app.add_typer(sim_app, name="sim")
 app.add_typer(models_app, name="models")
 app.add_typer(protocol_app, name="protocol")
+app.add_typer(keys_app, name="keys")
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", exists=True, dir_okay=False, help="Settings file (TOML).")
@@ -55,7 +57,7 @@ def agent_run(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None
     """Run the edge agent until SIGTERM (settings: [agent] table, EDGEFLEET_AGENT_* variables)."""
     from edge_agent.agent import EdgeAgent, default_client_id
     from edge_agent.errors import AgentError, ModelLoadError
-    from edge_agent.model import load_model
+    from edge_agent.model import load_model, read_trusted_keys
     from edge_agent.settings import AgentSettings
     from edge_agent.transport import mqtt_connector
     from edgefleet.logs import configure
@@ -63,7 +65,12 @@ def agent_run(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None
     configure(log_level)
     try:
         settings = load_settings(AgentSettings, "agent", config)
-        model = load_model(settings.model_manifest, backend=settings.backend, threads=settings.threads)
+        model = load_model(
+            settings.model_manifest,
+            backend=settings.backend,
+            threads=settings.threads,
+            trusted_keys=read_trusted_keys(settings.trusted_model_keys),
+        )
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_USAGE) from exc
     except ModelLoadError as exc:
@@ -239,3 +246,45 @@ def protocol_schemas(
             path.write_text(text)
     if stale:
         raise _fail(f"out of date (run 'edgefleet protocol schemas'): {', '.join(stale)}", EXIT_LOOP_BROKEN)
+
+
+@keys_app.command("generate")
+def keys_generate(
+    out: Annotated[Path, typer.Option(help="Directory for model-signing.key (private) and model-signing.pub.")],
+) -> None:
+    """Make an Ed25519 model-signing key pair. Keep the private key off the devices."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    out.mkdir(parents=True, exist_ok=True)
+    private, public = out / "model-signing.key", out / "model-signing.pub"
+    if private.exists():
+        raise _fail(f"{private} exists; refusing to overwrite a signing key", EXIT_USAGE)
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    private.chmod(0o600)
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    typer.echo(f"private key {private} (keep it safe), public key {public} (agent: trusted_model_keys)")
+
+
+@keys_app.command("sign")
+def keys_sign(
+    manifest: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A model manifest (JSON).")],
+    key: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="The private model-signing key (PEM).")],
+) -> None:
+    """Sign a model manifest in place (Ed25519 over its canonical form)."""
+    from pydantic import ValidationError
+
+    from protocol.manifest import ModelManifest
+    from protocol.signing import SignatureError, load_private_key, sign
+
+    try:
+        signed = sign(ModelManifest.model_validate_json(manifest.read_bytes()), load_private_key(key.read_bytes()))
+    except (ValidationError, SignatureError) as exc:
+        raise _fail(str(exc), EXIT_USAGE) from exc
+    manifest.write_text(signed.model_dump_json(indent=2) + "\n")
+    typer.echo(f"signed {manifest}")
