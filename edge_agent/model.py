@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,20 +10,12 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from edge_agent.backends import BACKENDS, InferenceBackend
+from edge_agent.backends import BACKENDS, InferenceBackend, artifact_for
 from edge_agent.errors import ModelLoadError
 from protocol.manifest import ModelManifest
 from protocol.messages import Outcome
 from protocol.preprocessing import preprocess
 from protocol.signing import SignatureError, load_public_key, verify
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_manifest(path: Path) -> ModelManifest:
@@ -97,13 +88,8 @@ def load_model(
             verify(manifest, list(trusted_keys))
         except SignatureError as exc:
             raise ModelLoadError(f"refusing {manifest_path}: {exc}") from exc
-    artifact = manifest_path.parent / manifest.artifact
-    if not artifact.is_file():
-        raise ModelLoadError(f"model artifact {artifact} is missing")
-    actual = file_sha256(artifact)
-    if actual != manifest.sha256:
-        raise ModelLoadError(f"model artifact {artifact} has sha256 {actual}, the manifest says {manifest.sha256}")
     factory = BACKENDS.get(backend)
     if factory is None:
         raise ModelLoadError(f"unknown inference backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
+    artifact = artifact_for(backend, manifest_path.parent, manifest)
     return LoadedModel(manifest=manifest, backend=factory(artifact, manifest, threads))

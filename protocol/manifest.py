@@ -62,6 +62,17 @@ class Quantization(_Spec):
     calibration: str | None = None
 
 
+class ExportedArtifact(_Spec):
+    """The same model converted for another inference backend (a file beside the manifest)."""
+
+    backend: Literal["openvino", "litert"]
+    artifact: str = Field(description="File name, relative to the manifest (OpenVINO: the .xml; its .bin beside it).")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=1)
+    weights: str | None = Field(default=None, description="OpenVINO's .bin file, if separate.")
+    weights_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
 class ModelManifest(_Spec):
     """Manifest of one model artifact (JSON beside the artifact)."""
 
@@ -78,6 +89,9 @@ class ModelManifest(_Spec):
     input: InputSpec
     output: OutputSpec
     quantization: Quantization = Quantization()
+    exports: list[ExportedArtifact] = Field(
+        default_factory=list, description="Conversions for other backends; ONNX Runtime loads `artifact`."
+    )
     parameters: int = Field(ge=0)
     metrics: dict[str, float] = Field(default_factory=dict)
     distilled_from: str | None = None
