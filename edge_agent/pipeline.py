@@ -243,7 +243,7 @@ class Pipeline:
             self.stats.decision_seconds.observe(latency_s)
             self.stats.decisions[outcome.label] += 1
             key = window.key
-            decision = self.policy.decide(key.device, outcome, now)
+            decision = self.policy.decide(key.device, key.stream, outcome, now)
             self.stats.rules[decision.rule] += 1
             # Ids derive from the window, so a window decided again after a restart keeps its ids.
             window_ref = (key.device, key.stream, window.start_seq, outcome.model, outcome.model_version)

@@ -52,6 +52,12 @@ class PolicySettings(BaseModel):
     max_anomaly_score: float = Field(default=2.0, gt=0.0)
     critical_labels: list[str] = Field(default_factory=list, description="Labels always escalated.")
     max_escalations_per_minute: int = Field(default=60, ge=0, description="Per device; 0 disables escalation.")
+    episode_reminder_s: float = Field(
+        default=300.0,
+        ge=0.0,
+        description="Consecutive windows of a stream firing the same rule are one episode, escalated once "
+        "and again after this long; 0 escalates every window.",
+    )
 
 
 class AgentSettings(DeployableSettings):

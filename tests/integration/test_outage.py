@@ -59,6 +59,7 @@ port = {uplink.port}
 [agent.policy]
 min_confidence = 1.0               # every window is escalated: the test counts them all
 max_escalations_per_minute = 100000
+episode_reminder_s = 0
 """
     )
     return config

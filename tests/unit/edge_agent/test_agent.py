@@ -77,6 +77,7 @@ async def test_escalations_wait_in_the_outbox_while_the_uplink_is_down(
 ) -> None:
     feed, hub_side = InMemoryBroker(), InMemoryBroker()
     hub_side.online = False
+    settings = settings.model_copy(update={"policy": settings.policy.model_copy(update={"episode_reminder_s": 0})})
     agent = EdgeAgent(
         settings,
         model=fake_model,

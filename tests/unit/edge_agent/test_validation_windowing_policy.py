@@ -94,22 +94,41 @@ def outcome(label: str = "low", confidence: float = 0.95, anomaly: float = 0.5) 
 
 def test_policy_rules_and_priorities() -> None:
     policy = EscalationPolicy(PolicySettings(min_confidence=0.8, max_anomaly_score=2.0, critical_labels=["fire"]))
-    assert policy.decide("d", outcome(), NOW).escalate is False
-    assert policy.decide("d", outcome(), NOW).rule == "confident"
-    unsure = policy.decide("d", outcome(confidence=0.6), NOW)
+    assert policy.decide("d", "power", outcome(), NOW).escalate is False
+    assert policy.decide("d", "power", outcome(), NOW).rule == "confident"
+    unsure = policy.decide("d", "power", outcome(confidence=0.6), NOW)
     assert unsure.escalate and unsure.reasons == (EscalationReason.LOW_CONFIDENCE,)
-    anomalous = policy.decide("d", outcome(anomaly=3.0, confidence=0.6), NOW)
+    anomalous = policy.decide("d", "power", outcome(anomaly=3.0, confidence=0.6), NOW)
     assert anomalous.reasons == (EscalationReason.ANOMALY, EscalationReason.LOW_CONFIDENCE)
     assert anomalous.priority < unsure.priority
-    critical = policy.decide("d", outcome(label="fire"), NOW)
+    critical = policy.decide("d", "power", outcome(label="fire"), NOW)
     assert critical.escalate and critical.priority == 0 and critical.rule == "critical_rule"
 
 
 def test_policy_budget_holds_back_all_but_critical_events() -> None:
-    policy = EscalationPolicy(PolicySettings(max_escalations_per_minute=2, critical_labels=["fire"]))
-    decisions = [policy.decide("d", outcome(confidence=0.1), NOW) for _ in range(3)]
+    policy = EscalationPolicy(
+        PolicySettings(max_escalations_per_minute=2, critical_labels=["fire"], episode_reminder_s=0)
+    )
+    decisions = [policy.decide("d", "power", outcome(confidence=0.1), NOW) for _ in range(3)]
     assert [d.escalate for d in decisions] == [True, True, False]
     assert decisions[2].rule == "over_budget"
-    assert policy.decide("d", outcome(label="fire"), NOW).escalate
-    assert policy.decide("other", outcome(confidence=0.1), NOW).escalate  # budgets are per device
-    assert policy.decide("d", outcome(confidence=0.1), NOW + 30).escalate  # refilled after 30 s
+    assert policy.decide("d", "power", outcome(label="fire"), NOW).escalate
+    assert policy.decide("other", "power", outcome(confidence=0.1), NOW).escalate  # budgets are per device
+    assert policy.decide("d", "power", outcome(confidence=0.1), NOW + 30).escalate  # refilled after 30 s
+
+
+def test_an_episode_is_escalated_once_then_reminded() -> None:
+    policy = EscalationPolicy(PolicySettings(episode_reminder_s=300))
+    stuck = outcome(anomaly=5.0)
+    first = policy.decide("d", "power", stuck, NOW)
+    assert first.escalate
+    again = policy.decide("d", "power", stuck, NOW + 10)
+    assert not again.escalate
+    assert again.rule == "same_episode"
+    assert policy.decide("d", "current", stuck, NOW + 10).escalate  # another stream, another episode
+    assert policy.decide("d", "power", outcome(confidence=0.5), NOW + 20).escalate  # another rule
+    assert policy.decide("d", "power", stuck, NOW + 30).escalate  # the rule changed: a new episode
+    assert not policy.decide("d", "power", stuck, NOW + 40).escalate
+    assert policy.decide("d", "power", stuck, NOW + 400).escalate  # reminder after 300 s
+    assert not policy.decide("d", "power", outcome(), NOW + 410).escalate  # a clean window ends it
+    assert policy.decide("d", "power", stuck, NOW + 420).escalate
