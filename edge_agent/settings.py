@@ -94,7 +94,12 @@ class AgentSettings(DeployableSettings):
     )
     threads: int = Field(default=1, ge=1, le=64)
     max_batch: int = Field(default=16, ge=1, le=1024)
-    max_wait_ms: float = Field(default=5.0, ge=0.0)
+    max_wait_ms: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Longest wait for more windows before a batch runs. 0: run what is ready at once; windows "
+        "that complete while a batch runs still form the next batch, so batches grow with the load.",
+    )
     publish_results: bool = True
     validation: ValidationSettings = ValidationSettings()
     policy: PolicySettings = PolicySettings()
