@@ -201,11 +201,19 @@ max_age_s = 3600.0
 
 
 def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start an agent and return once it has subscribed (its session then exists at the broker)."""
+    offset = log.stat().st_size if log.exists() else 0
     with log.open("ab") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "edgefleet", "agent", "run", "--config", str(config), "--log-level", "WARNING"],
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "edgefleet", "agent", "run", "--config", str(config), "--log-level", "INFO"],
             stdout=handle, stderr=handle, cwd=REPO, **pinned(AGENT_CORE),  # type: ignore[arg-type]
         )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while b"event=connected" not in log.read_bytes()[offset:]:
+        if agent.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the agent did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.02)
+    return agent
 
 
 async def collect_results(
@@ -238,7 +246,6 @@ async def agent_drain(directory: Path, port: int, devices: int, windows: int, ru
     inference, decisions and their publication)."""
     config = agent_config(directory, port, f"drain{run}", max_wait_ms=0.0)
     agent = start_agent(config, directory / "agent.log")  # registers its persistent session
-    await asyncio.sleep(2.0)
     agent.terminate()
     agent.wait(20)
     await asyncio.to_thread(publish, port, devices, windows, 0.0)
@@ -263,7 +270,6 @@ async def agent_latency(
     config = agent_config(directory, port, f"latency{run}-{max_wait_ms:g}", max_wait_ms=max_wait_ms)
     agent = start_agent(config, directory / "agent.log")
     try:
-        await asyncio.sleep(2.0)  # connected and subscribed
         results: dict[tuple[str, int], float] = {}
         ready = asyncio.Event()
         collector = asyncio.create_task(collect_results(port, devices * windows, ready, results))
@@ -282,7 +288,6 @@ async def cold_start(directory: Path, port: int, run: int) -> float:
     """Readings for one window wait at the broker; time from process start to the first decision."""
     config = agent_config(directory, port, f"cold{run}", max_wait_ms=0.0)
     agent = start_agent(config, directory / "agent.log")  # registers its persistent session
-    await asyncio.sleep(2.0)
     agent.terminate()
     agent.wait(20)
     await asyncio.to_thread(publish, port, 1, 1, 0.0, WINDOW * 1000 * (run + 1))
@@ -293,8 +298,9 @@ async def cold_start(directory: Path, port: int, run: int) -> float:
     started = time.time()
     agent = start_agent(config, directory / "agent.log")
     try:
-        first, _ = await asyncio.wait_for(collector, 60)
-        return first - started
+        await asyncio.wait_for(collector, 60)
+        # The decision's own timestamp (same clock): start_agent blocks this loop while it waits.
+        return min(results.values()) - started
     finally:
         agent.terminate()
         agent.wait(20)

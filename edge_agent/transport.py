@@ -106,7 +106,10 @@ def mqtt_connector(
             clean_session=clean_session,
             will=aiomqtt.Will(will.topic, will.payload, qos=will.qos, retain=will.retain) if will else None,
             tls_context=context,
-            max_queued_incoming_messages=10_000,
+            # Unbounded: paho acknowledges a QoS 1 message when it arrives, so a bounded queue would drop
+            # acknowledged readings when a backlog arrives at once. The broker's per-client queue
+            # (max_queued_messages) bounds what can pile up here.
+            max_queued_incoming_messages=0,
         )
         try:
             async with client:

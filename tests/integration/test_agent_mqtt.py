@@ -92,3 +92,39 @@ async def test_malformed_and_out_of_range_readings_become_error_events_and_the_a
         assert isinstance(result, InferenceResult)
         assert result.window_start_seq == 4
         assert agent.stats.rejected == {"malformed_payload": 2, "out_of_range": 1}
+
+
+async def test_a_backlog_waiting_at_the_broker_is_drained_without_loss(
+    mosquitto: Mosquitto, fake_model: LoadedModel, tmp_path: Path
+) -> None:
+    """Readings queued for the agent's persistent session while it was away (more than any client-side
+    queue bound) are all decided when it comes back."""
+    broker = BrokerSettings(host=mosquitto.host, port=mosquitto.port)
+    settings = AgentSettings(
+        site="plant-2", devices=["+"], broker=broker, outbox_path=tmp_path / "outbox.db", publish_results=False
+    )
+    connect = mqtt_connector(broker, client_id="agent-backlog-test", clean_session=False)
+    async with EdgeAgent(settings, model=fake_model, connect=connect) as agent:
+        await asyncio.wait_for(agent.connected.wait(), 10)  # the broker now holds the session
+    devices, samples = 10, 1_200  # 12,000 readings, 3,000 windows of 4
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="backlog-publisher")
+    client.max_inflight_messages_set(1000)
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+    for seq in range(samples):
+        for device in range(devices):
+            payload = (
+                f'{{"type":"telemetry.reading","v":1,"id":"b-{device}-{seq}","dev":"m{device}","ts":{time.time()},'
+                f'"stream":"power","sensor":"power","unit":"kW","seq":{seq},"value":{10 + seq % 4}}}'
+            )
+            client.publish(f"edgefleet/plant-2/m{device}/telemetry/power", payload.encode(), qos=1)
+    while client._out_messages:  # noqa: ASYNC110 - paho has no public "all acknowledged"
+        await asyncio.sleep(0.05)
+    client.loop_stop()
+    client.disconnect()
+    async with EdgeAgent(settings, model=fake_model, connect=connect) as agent:
+        async with asyncio.timeout(120):
+            while agent.stats.windows < devices * samples // 4:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert agent.stats.readings == devices * samples
+        assert agent.stats.rejections == 0
