@@ -291,6 +291,41 @@ class Command(Message):
         return value
 
 
+class ReplyStatus(StrEnum):
+    """How a device answered a command."""
+
+    OK = "ok"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class CommandReply(Message):
+    """A device's answer to a :class:`Command`, on the device's reply topic.
+
+    ``accepted`` says the device will act later (a model or firmware update it fetches); ``ok`` that
+    it has acted; ``rejected`` that it will not, with the reason in ``detail``. ``result`` carries what
+    the command asked for (the configuration, for ``report_config``) as flat ``name: value`` pairs.
+    """
+
+    KIND = Kind.REPLY
+    TYPE = "command.reply"
+
+    type: Literal["command.reply"] = "command.reply"
+    command_id: MessageId = Field(alias="cmd")
+    name: CommandName
+    status: ReplyStatus
+    detail: str = Field(default="", max_length=1024)
+    result: dict[Identifier, CommandArgument] = Field(default_factory=dict, max_length=256)
+
+    @field_validator("result")
+    @classmethod
+    def _finite_results(cls, value: dict[str, CommandArgument]) -> dict[str, CommandArgument]:
+        for key, item in value.items():
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"result {key!r} is not finite")
+        return value
+
+
 class ErrorEvent(Message):
     """An input the receiver rejected, with the reason; published on the device's error topic."""
 
@@ -316,6 +351,7 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     DeviceDeath,
     DeviceHealth,
     Command,
+    CommandReply,
     ErrorEvent,
 )
 
@@ -329,6 +365,7 @@ AnyMessage = Annotated[
     | DeviceDeath
     | DeviceHealth
     | Command
+    | CommandReply
     | ErrorEvent,
     Field(discriminator="type"),
 ]

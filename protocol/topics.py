@@ -29,6 +29,7 @@ class Kind(StrEnum):
     DEATH = "death"
     HEALTH = "health"
     COMMAND = "command"
+    REPLY = "reply"
     ERROR = "error"
 
     @property
