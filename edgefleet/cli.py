@@ -7,6 +7,7 @@ not be loaded; 4 a broker or server could not be reached or started; 130 interru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -122,36 +123,114 @@ def hub_serve(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None
 
 @sim_app.command("run")
 def sim_run(
+    scenario: Annotated[
+        str | None, typer.Argument(help="Scenario file (TOML), or the name of a shipped one (see 'sim scenarios').")
+    ] = None,
     config: ConfigOption = None,
-    duration: Annotated[float, typer.Option(help="Seconds to run; 0 runs until SIGTERM.")] = 0.0,
-    log_level: LogLevel = "INFO",
+    duration: Annotated[float | None, typer.Option(help="Simulated seconds; 0 runs until SIGTERM.")] = None,
+    mode: Annotated[str | None, typer.Option(help="per_device, multiplexed or memory (no broker).")] = None,
+    connections: Annotated[int | None, typer.Option(help="Connections of the multiplexed mode.")] = None,
+    speed: Annotated[float | None, typer.Option(help="Simulated seconds per second; 0 = unpaced.")] = None,
+    broker: Annotated[str | None, typer.Option(help="HOST:PORT of the MQTT broker.")] = None,
+    ground_truth: Annotated[Path | None, typer.Option(help="JSON Lines file of injected faults.")] = None,
+    live: Annotated[bool, typer.Option(help="Show the live view.")] = True,
+    log_level: LogLevel = "WARNING",
 ) -> None:
-    """Simulate a fleet of devices publishing to the broker ([sim] table, EDGEFLEET_SIM_*)."""
+    """Simulate a fleet publishing to the broker ([sim] table, EDGEFLEET_SIM_*), with a live view."""
+    from rich.console import Console
+    from rich.live import Live
+
     from edgefleet.logs import configure
+    from firmware_sim.errors import SimError
     from firmware_sim.fleet import Fleet
     from firmware_sim.settings import SimSettings
+    from firmware_sim.view import RateMeter, render
+    from protocol.broker import BrokerSettings
 
     configure(log_level)
     try:
         settings = load_settings(SimSettings, "sim", config)
-    except ConfigError as exc:
+        overrides: dict[str, object] = {
+            "scenario": Path(scenario) if scenario is not None else None,
+            "duration_s": duration,
+            "mode": mode,
+            "connections": connections,
+            "speed": speed,
+            "ground_truth": ground_truth,
+        }
+        if broker is not None:
+            host, _, port = broker.rpartition(":")
+            overrides["broker"] = BrokerSettings(**{**settings.broker.model_dump(), "host": host, "port": int(port)})
+        settings = SimSettings(**{**settings.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+        fleet = Fleet(settings)
+    except (ConfigError, SimError, ValueError) as exc:
         raise _fail(str(exc), EXIT_USAGE) from exc
+    console = Console()
 
     async def main() -> None:
-        fleet = Fleet(settings)
         stop = asyncio.Event()
-        if duration > 0:
-            asyncio.get_running_loop().call_later(duration, stop.set)
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(fleet.run(stop))
-            await _until_signalled(stop)
-        totals = fleet.totals()
-        typer.echo(
-            f"devices={totals.devices} published={totals.published} malformed={totals.malformed} "
-            f"faults={totals.faults} dropped={totals.dropped}"
-        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        meter = RateMeter()
+        view = Live(console=console, refresh_per_second=4, transient=False) if live else contextlib.nullcontext()
+        with view:
+            run = asyncio.create_task(fleet.run(stop))
+            while not run.done():
+                if isinstance(view, Live):
+                    view.update(render(fleet, meter))
+                await asyncio.wait({run}, timeout=0.25)
+            if isinstance(view, Live):
+                view.update(render(fleet, meter))
+            await run
+        if live:
+            console.print()
 
     asyncio.run(main())
+    totals = fleet.totals()
+    typer.echo(
+        f"devices={totals.devices} published={totals.published} messages={totals.messages} "
+        f"malformed={totals.malformed} faults={totals.faults} dropped={totals.dropped} "
+        f"reconnects={totals.reconnects} simulated_s={totals.simulated_s:.1f}"
+        + (f" ground_truth={settings.ground_truth}" if settings.ground_truth else "")
+    )
+
+
+@sim_app.command("faults")
+def sim_faults() -> None:
+    """The fault catalogue: every fault the simulator injects, with its defaults."""
+    from rich.console import Console
+
+    from firmware_sim.view import catalogue_table
+
+    Console().print(catalogue_table())
+
+
+@sim_app.command("profiles")
+def sim_profiles() -> None:
+    """Built-in device profiles and the signal models of their streams."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from firmware_sim.profiles import BUILT_IN
+
+    table = Table(title="Device profiles")
+    for column in ("profile", "streams", "what it is"):
+        table.add_column(column)
+    for name, profile in BUILT_IN.items():
+        streams = ", ".join(f"{s.name} ({s.signal}, {s.rate_hz:g} Hz)" for s in profile.streams)
+        table.add_row(name, streams, profile.description)
+    Console().print(table)
+
+
+@sim_app.command("scenarios")
+def sim_scenarios() -> None:
+    """The scenario files shipped as examples."""
+    from firmware_sim.scenario import load_scenario, shipped_scenarios
+
+    for path in shipped_scenarios():
+        scenario = load_scenario(path)
+        typer.echo(f"{path.stem:<16} {scenario.devices:>6} devices  {scenario.description}")
 
 
 @app.command()
@@ -160,7 +239,9 @@ def demo(
     devices: Annotated[int, typer.Option(min=1, max=200, help="Simulated devices, one edge agent each.")] = 5,
     rate: Annotated[float, typer.Option(help="Readings per second per device (an hour of demand each).")] = 8.0,
     broker: Annotated[str, typer.Option(help="auto (Mosquitto if on PATH), mosquitto, or embedded.")] = "auto",
-    malformed: Annotated[float, typer.Option(help="Share of sends the simulator garbles.")] = 0.01,
+    malformed: Annotated[
+        float, typer.Option(help="Share of readings the simulator follows with a garbled copy.")
+    ] = 0.01,
     workdir: Annotated[Path, typer.Option(help="Where the demo keeps its database and log.")] = Path("var/demo"),
     live: Annotated[bool, typer.Option(help="Show the live table.")] = True,
 ) -> None:
@@ -189,39 +270,97 @@ def demo(
     raise typer.Exit(0 if report.ok else EXIT_LOOP_BROKEN)
 
 
+@models_app.command("list")
+def models_list() -> None:
+    """List the model tasks."""
+    from models.tasks import TASKS
+
+    for task in TASKS.values():
+        typer.echo(f"{task.name:<16} {task.summary}")
+
+
 @models_app.command("build")
 def models_build(
-    task: Annotated[str, typer.Argument(help="Task to build.")] = "italy_power",
+    task: Annotated[str | None, typer.Argument(help="Task to build (default: every task).")] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("models/quantized"),
-    quick: Annotated[bool, typer.Option(help="Fewer epochs (for tests).")] = False,
+    quick: Annotated[bool, typer.Option(help="Fewer folds and epochs (for tests).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
 ) -> None:
-    """Train, distill, quantize and export a task's models, and write their manifests and card."""
-    import importlib
-
+    """Train, distil, prune, quantize and export one task's models (or all), and write their manifests and cards."""
     try:
-        module = importlib.import_module(f"models.{task}")
+        import torch  # noqa: F401  (only to fail early with a clear message)
+
+        from models.tasks import TASKS, get_task
     except ModuleNotFoundError as exc:
-        if exc.name in ("torch", "onnx", "onnxscript"):
-            raise _fail(f"building models needs the 'train' extra ({exc.name} is missing)", EXIT_USAGE) from exc
-        raise _fail(f"unknown task {task!r}", EXIT_USAGE) from exc
-    report = module.build(out, quick=quick)
+        raise _fail(f"building models needs the 'train' extra ({exc.name} is missing)", EXIT_USAGE) from exc
+    try:
+        tasks = [get_task(task)] if task is not None else list(TASKS.values())
+    except KeyError as exc:
+        raise _fail(str(exc.args[0]), EXIT_USAGE) from exc
+    import math
+
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{task}: test split (built in {report['seconds']:.0f} s)")
-    for column in ("variant", "parameters", "bytes", "val accuracy", "test accuracy"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
-    for variant in report["variants"].values():
-        size = variant["bytes"]
-        table.add_row(
-            variant["label"],
-            f"{variant['parameters']:,}",
-            f"{size:,}" if size else "-",
-            f"{variant['val_accuracy']:.3f}",
-            f"{variant['test_accuracy']:.3f}",
-        )
-    Console().print(table)
-    typer.echo(f"artifacts: {', '.join(report['artifacts']['manifests'])}; card: {report['artifacts']['card']}")
+    console = Console()
+    for selected in tasks:
+        console.rule(f"[bold]{selected.name}[/]: {selected.summary}")
+        report = selected.build(out, seed=seed, quick=quick)
+        table = Table(title=f"{selected.name}: figures (built in {report['seconds']:.0f} s)")
+        variants = list(report["variants"].values())
+        figures = [
+            key
+            for key in ("val_accuracy", "test_accuracy", "val_false_alarms", "test_roc_auc", "test_best_f1")
+            if any(key in variant for variant in variants)
+        ]
+        for column in ("variant", "parameters", "bytes", *figures):
+            table.add_column(column.replace("_", " "), justify="left" if column == "variant" else "right")
+        for variant in variants:
+            size, parameters = variant.get("bytes"), variant.get("parameters")
+            cells = [variant.get(key) for key in figures]
+            table.add_row(
+                variant["label"],
+                f"{parameters:,}" if parameters else "-",
+                f"{size:,}" if size else "-",
+                *("-" if value is None or math.isnan(value) else f"{value:.3f}" for value in cells),
+            )
+        console.print(table)
+        for backend, share in report.get("backend_agreement", {}).items():
+            console.print(f"edge int8 argmax agreement with onnxruntime: {backend} {share:.1%}")
+        for backend, reason in report.get("skipped", {}).items():
+            console.print(f"[yellow]not built: {backend}: {reason}[/]")
+        console.print(f"card: {report['artifacts']['card']}")
+
+
+@models_app.command("eval")
+def models_eval(
+    task: Annotated[str, typer.Argument(help="Task whose committed artifact to score.")],
+    backend: Annotated[str, typer.Option(help="onnxruntime, openvino or litert.")] = "onnxruntime",
+    variant: Annotated[str, typer.Option(help="edge_int8, edge_fp32 or cloud_fp32.")] = "edge_int8",
+    directory: Annotated[Path, typer.Option("--dir", help="Where the artifacts and cards are.")] = Path(
+        "models/quantized"
+    ),
+) -> None:
+    """Load a committed artifact with one runtime and print its metric on the test data (accuracy, or ROC-AUC)."""
+    from models.runtimes import BACKENDS, RuntimeMissingError
+    from models.tasks import VARIANTS, evaluate
+
+    if backend not in BACKENDS:
+        raise _fail(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}", EXIT_USAGE)
+    if variant not in VARIANTS:
+        raise _fail(f"--variant must be one of {', '.join(VARIANTS)}, not {variant!r}", EXIT_USAGE)
+    try:
+        result = evaluate(task, backend, variant=variant, directory=directory)
+    except KeyError as exc:
+        raise _fail(str(exc.args[0]), EXIT_USAGE) from exc
+    except (FileNotFoundError, RuntimeMissingError) as exc:
+        raise _fail(str(exc), EXIT_MODEL) from exc
+    recorded = "" if result.recorded is None else f" (card: {result.recorded:.4f})"
+    metric = result.metric.removeprefix("test_").replace("_", " ").replace("roc auc", "ROC-AUC")
+    typer.echo(
+        f"{result.task} {result.variant} on {result.backend}: test {metric} {result.value:.4f}"
+        f" over {result.windows} windows{recorded}"
+    )
 
 
 @protocol_app.command("schemas")
