@@ -33,8 +33,6 @@ from tests.unit.cloud_hub.test_store import (  # noqa: F401 - collected again he
 
 pytestmark = pytest.mark.integration
 
-T0 = 1_750_000_000.0
-
 
 @pytest.fixture
 async def store() -> AsyncIterator[Store]:
