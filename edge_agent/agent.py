@@ -66,7 +66,6 @@ class EdgeAgent:
             settings.outbox_path, max_items=settings.outbox_max_items, synchronous=settings.outbox_synchronous
         )
         self._clock = clock
-        self.dropped = 0
         self.reconnects = 0
         self.connected = asyncio.Event()
         self.uplink_connected = asyncio.Event() if uplink is not None else self.connected
@@ -224,7 +223,6 @@ class EdgeAgent:
             return
         dropped = self.outbox.put(envelopes)
         if dropped:
-            self.dropped += dropped
             log.warning("outbox full dropped=%d depth=%d", dropped, self.outbox.depth)
         self._queued.set()
 
