@@ -86,8 +86,8 @@ class EdgeAgent:
 
     @property
     def queued(self) -> int:
-        """Messages waiting in the outbox."""
-        return self.outbox.depth
+        """Messages in the outbox not sent yet (escalations sent and awaiting their verdicts not counted)."""
+        return self.outbox.unsent()
 
     def feed_filters(self) -> list[str]:
         root, site = self.settings.broker.root, self.settings.site
@@ -189,7 +189,7 @@ class EdgeAgent:
         if self.uplink_connected.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
-                    while self.outbox.depth and self.uplink_connected.is_set():  # noqa: ASYNC110
+                    while self.outbox.unsent() and self.uplink_connected.is_set():  # noqa: ASYNC110
                         await asyncio.sleep(0.01)
         for task in self._background:
             task.cancel()
@@ -207,7 +207,7 @@ class EdgeAgent:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 # Three tasks change these conditions; a short poll is simpler than more events.
-                while self.outbox.depth or self.pipeline.pending:  # noqa: ASYNC110
+                while self.pipeline.pending or self.outbox.unsent():  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
                 return True
         return False
@@ -255,6 +255,9 @@ class EdgeAgent:
         max_batch = self.settings.max_batch
         async for incoming in session.messages():
             self._enqueue(self.pipeline.handle(incoming.topic, incoming.payload, self._clock()))
+            if self.pipeline.settled:
+                self.outbox.settle(self.pipeline.settled)
+                self.pipeline.settled.clear()
             while self.pipeline.commands:
                 self._spawn(self._run_command(self.pipeline.commands.popleft()))
             pending = self.pipeline.pending
@@ -265,19 +268,26 @@ class EdgeAgent:
         raise TransportError("the broker closed the message stream")
 
     async def _publisher(self, session: Session) -> None:
+        retry = self.settings.escalation_retry_s
         while True:
-            await self._queued.wait()
-            while batch := self.outbox.peek(self.settings.max_in_flight):
+            # Wake for new messages, or when the oldest escalation still without a verdict is due again.
+            sent_at = self.outbox.next_retry()
+            timeout = None if sent_at is None else max(0.0, sent_at + retry - self._clock())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._queued.wait()
+            self._queued.clear()
+            while batch := self.outbox.peek(self.settings.max_in_flight, now=self._clock(), retry_after_s=retry):
                 # Publish a batch concurrently; each returns once the broker acknowledged it (QoS 1).
                 results = await asyncio.gather(
                     *(session.publish(item.topic, item.payload, qos=item.qos) for item in batch),
                     return_exceptions=True,
                 )
-                self.outbox.ack(item.id for item, result in zip(batch, results, strict=True) if result is None)
+                delivered = [item.id for item, result in zip(batch, results, strict=True) if result is None]
+                self.outbox.ack(delivered, now=self._clock())
                 failure = next((r for r in results if isinstance(r, BaseException)), None)
                 if failure is not None:
                     raise failure
-            self._queued.clear()
 
     async def _batcher(self) -> None:
         loop = asyncio.get_running_loop()

@@ -81,7 +81,15 @@ class AgentCollector(Collector):
             "From the reading completing a window to its decision.",
             stats.decision_seconds,
         )
-        yield GaugeMetricFamily(f"{PREFIX}_outbox_depth", "Messages waiting in the outbox.", value=agent.outbox.depth)
+        depth = GaugeMetricFamily(
+            f"{PREFIX}_outbox_depth",
+            "Messages in the outbox: not sent yet, or sent and awaiting a reply.",
+            labels=["state"],
+        )
+        unsent = agent.outbox.unsent()
+        depth.add_metric(["unsent"], unsent)
+        depth.add_metric(["awaiting_reply"], agent.outbox.depth - unsent)
+        yield depth
         stored = agent.outbox.counters()
         yield counter("outbox_delivered", "Messages the broker acknowledged.", stored.get("delivered", 0))
         dropped = CounterMetricFamily(

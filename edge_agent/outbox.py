@@ -1,8 +1,11 @@
-"""The durable outbox: what the agent must send waits here, on disk, until the broker has it.
+"""The durable outbox: what the agent must send waits here, on disk, until it has arrived.
 
-SQLite in WAL mode. Delivery is at least once: a message leaves the outbox only after the broker
-acknowledged it (QoS 1), so a crash between the acknowledgement and the delete sends it again, and
-the receiver drops the copy by its message id. When the outbox is full, the lowest-priority messages
+SQLite in WAL mode. Delivery is at least once. A message leaves the outbox once the broker
+acknowledged it (QoS 1) — or, for a message that expects a reply (an escalation expects its verdict),
+once the reply came: the broker's acknowledgement alone does not prove the hub has it (a broker that
+restarts without persistence forgets what no subscriber was there to take). Until then it is sent
+again every ``retry_after_s``. A crash between sending and forgetting sends a message again, and the
+receiver drops the copy by its message id. When the outbox is full, the lowest-priority messages
 go first, oldest first (priority 0 is the most urgent); every drop is counted by priority.
 Counters live in the same file, so they survive restarts.
 """
@@ -27,8 +30,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL,
     qos INTEGER NOT NULL,
     priority INTEGER NOT NULL,
-    kind TEXT NOT NULL
+    kind TEXT NOT NULL,
+    message_id TEXT,
+    awaits_reply INTEGER NOT NULL DEFAULT 0,
+    sent_at REAL
 );
+CREATE INDEX IF NOT EXISTS outbox_replies ON outbox (message_id) WHERE awaits_reply = 1;
 CREATE INDEX IF NOT EXISTS outbox_drop_order ON outbox (priority DESC, id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -47,6 +54,8 @@ class Envelope:
     qos: int
     priority: int = 5
     kind: str = "event"
+    message_id: str | None = None
+    awaits_reply: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +93,9 @@ class Outbox:
         try:
             with self._transaction():
                 self._db.executemany(
-                    "INSERT INTO outbox (topic, payload, qos, priority, kind) VALUES (?, ?, ?, ?, ?)",
-                    [(e.topic, e.payload, e.qos, e.priority, e.kind) for e in envelopes],
+                    "INSERT INTO outbox (topic, payload, qos, priority, kind, message_id, awaits_reply) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(e.topic, e.payload, e.qos, e.priority, e.kind, e.message_id, e.awaits_reply) for e in envelopes],
                 )
                 self._bump_many(Counter(f"enqueued.{e.kind}" for e in envelopes).items())
                 self._depth += len(envelopes)
@@ -94,32 +104,66 @@ class Outbox:
             self._recount()
             raise OutboxError(f"cannot write to the outbox: {exc}") from exc
 
-    def peek(self, limit: int) -> list[Stored]:
-        """The next messages to send: the most urgent first, oldest first within a priority."""
+    def peek(self, limit: int, *, now: float = 0.0, retry_after_s: float = 30.0) -> list[Stored]:
+        """The next messages to send: never sent, or sent ``retry_after_s`` ago and still without their
+        reply; the most urgent first, oldest first within a priority."""
         rows = self._db.execute(
-            "SELECT id, topic, payload, qos FROM outbox ORDER BY priority, id LIMIT ?", (limit,)
+            "SELECT id, topic, payload, qos FROM outbox WHERE sent_at IS NULL OR sent_at <= ? "
+            "ORDER BY priority, id LIMIT ?",
+            (now - retry_after_s, limit),
         ).fetchall()
         return [Stored(id=row[0], topic=row[1], payload=bytes(row[2]), qos=row[3]) for row in rows]
 
-    def ack(self, ids: Iterable[int]) -> None:
-        """Forget messages the broker has acknowledged."""
+    def next_retry(self) -> float | None:
+        """When the earliest message still waiting for its reply was sent (``None`` if none is)."""
+        row = self._db.execute("SELECT MIN(sent_at) FROM outbox WHERE sent_at IS NOT NULL").fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def ack(self, ids: Iterable[int], *, now: float = 0.0) -> None:
+        """The broker acknowledged these: forget them, or, if they expect a reply, note when they went."""
         keys = [(i,) for i in ids]
         if not keys:
             return
         try:
             with self._transaction():
-                before = self._db.total_changes
-                self._db.executemany("DELETE FROM outbox WHERE id = ?", keys)
-                removed = self._db.total_changes - before
+                self._db.executemany(
+                    "UPDATE outbox SET sent_at = ? WHERE id = ? AND awaits_reply = 1", [(now, k) for (k,) in keys]
+                )
+                removed = self._delete("DELETE FROM outbox WHERE id = ? AND awaits_reply = 0", keys)
                 self._bump_many([("delivered", removed)])
-                self._depth -= removed
         except sqlite3.Error as exc:
             self._recount()
             raise OutboxError(f"cannot update the outbox: {exc}") from exc
 
+    def settle(self, message_ids: Iterable[str]) -> int:
+        """The replies to these messages came: forget them. Returns how many were still here."""
+        keys = [(m,) for m in message_ids]
+        if not keys:
+            return 0
+        try:
+            with self._transaction():
+                removed = self._delete("DELETE FROM outbox WHERE message_id = ? AND awaits_reply = 1", keys)
+                self._bump_many([("delivered", removed)])
+                return removed
+        except sqlite3.Error as exc:
+            self._recount()
+            raise OutboxError(f"cannot update the outbox: {exc}") from exc
+
+    def _delete(self, statement: str, keys: Sequence[tuple[object, ...]]) -> int:
+        before = self._db.total_changes
+        self._db.executemany(statement, keys)
+        removed = self._db.total_changes - before
+        self._depth -= removed
+        return removed
+
     @property
     def depth(self) -> int:
+        """Messages here: not sent yet, or sent and waiting for their reply."""
         return self._depth
+
+    def unsent(self) -> int:
+        """Messages not sent even once."""
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0])
 
     def counters(self) -> dict[str, int]:
         """Persistent counters: ``enqueued.<kind>``, ``delivered``, ``dropped.p<priority>``."""

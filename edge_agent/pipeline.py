@@ -119,6 +119,8 @@ class Pipeline:
         self.policy = EscalationPolicy(settings.policy)
         self.ledger = EscalationLedger()
         self.commands: deque[Command] = deque()
+        self.settled: deque[str] = deque()
+        """Escalations whose verdicts came: the outbox can forget them."""
         self._pending: deque[tuple[ReadyWindow, float]] = deque()
         self._monotonic = monotonic
 
@@ -197,6 +199,8 @@ class Pipeline:
             log.warning("rejected verdict topic=%s code=%s reason=%s", topic, exc.code, exc.reason)
             return []
         assert isinstance(verdict, Verdict)
+        # The escalation has arrived, whether or not this run of the agent sent it.
+        self.settled.append(verdict.escalation_id)
         resolution = self.ledger.resolve(verdict, now)
         if resolution is None:
             return []
@@ -291,7 +295,11 @@ class Pipeline:
                     outcome.confidence,
                     outcome.anomaly_score,
                 )
-                out.append(self._envelope(key, Kind.ESCALATION, escalation, qos=1, priority=decision.priority))
+                out.append(
+                    self._envelope(
+                        key, Kind.ESCALATION, escalation, qos=1, priority=decision.priority, awaits_reply=True
+                    )
+                )
         return out
 
     def flush(self, now: float) -> list[Envelope]:
@@ -302,10 +310,26 @@ class Pipeline:
         return out
 
     def _envelope(
-        self, key: StreamKey, kind: Kind, message: Message, *, qos: int, priority: int, stream: str | None = None
+        self,
+        key: StreamKey,
+        kind: Kind,
+        message: Message,
+        *,
+        qos: int,
+        priority: int,
+        stream: str | None = None,
+        awaits_reply: bool = False,
     ) -> Envelope:
         topic = Topic(site=key.site, device=key.device, kind=kind, stream=stream, root=self.settings.broker.root)
-        return Envelope(topic=str(topic), payload=encode(message), qos=qos, priority=priority, kind=kind.value)
+        return Envelope(
+            topic=str(topic),
+            payload=encode(message),
+            qos=qos,
+            priority=priority,
+            kind=kind.value,
+            message_id=message.message_id,
+            awaits_reply=awaits_reply,
+        )
 
     def _reject(
         self,

@@ -78,6 +78,9 @@ class AgentSettings(DeployableSettings):
         default="normal", description="'full' also survives a power cut, at a cost per write."
     )
     max_in_flight: int = Field(default=32, ge=1, le=1024, description="Publishes awaiting acknowledgement at once.")
+    escalation_retry_s: float = Field(
+        default=30.0, gt=0.0, description="An escalation without its verdict after this long is sent again."
+    )
     http_host: str = "127.0.0.1"
     http_port: int | None = Field(default=None, ge=0, le=65535, description="/metrics and /health; None: off.")
     model_manifest: Path = Path("models/quantized/italy_power_edge_int8.manifest.json")

@@ -1,6 +1,10 @@
 """The outbox under a real outage: readings keep coming while the uplink broker is down for 60 s,
 the agent is killed with SIGKILL and restarted during the outage, then the uplink comes back.
-Every escalation the agent made reaches the hub, and the hub stores each once."""
+Every escalation the agent made reaches the hub, and the hub stores each once.
+
+The uplink broker keeps no sessions across its restart, so whichever of the agent and the hub
+reconnects first decides whether the broker has a subscriber for the first escalations it gets:
+escalations stay in the outbox until their verdicts come back, and are sent again until then."""
 
 from __future__ import annotations
 
@@ -52,6 +56,7 @@ devices = ["+"]
 model_manifest = "{MODELS / "italy_power_edge_int8.manifest.json"}"
 outbox_path = "{path / "outbox.db"}"
 publish_results = false
+escalation_retry_s = 5.0           # sent again until the verdict proves the hub has it
 [agent.broker]
 port = {feed.port}
 [agent.uplink]

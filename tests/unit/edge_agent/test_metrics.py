@@ -45,7 +45,8 @@ async def test_metrics_and_health_endpoints(settings: AgentSettings, fake_model:
         assert 'edgefleet_agent_inferences_total{backend="fake",model="fake_edge",version="0.0.1"} 1.0' in text
         assert 'edgefleet_agent_escalation_rules_total{rule="low_confidence"} 1.0' in text
         assert "edgefleet_agent_decision_seconds_count 1.0" in text
-        assert "edgefleet_agent_outbox_depth 0.0" in text
+        assert 'edgefleet_agent_outbox_depth{state="unsent"} 0.0' in text
+        assert 'edgefleet_agent_outbox_depth{state="awaiting_reply"} 1.0' in text  # the escalation, no hub here
         assert 'edgefleet_agent_model_info{backend="fake"' in text
         status, body = await get(agent.http_port, "/health")
         assert status == 200

@@ -69,3 +69,20 @@ def test_an_unusable_path_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(OutboxError, match="cannot open the outbox"):
         Outbox(tmp_path / "dir.db")
+
+
+def test_a_message_awaiting_its_reply_is_sent_again_until_the_reply_settles_it(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    escalation = Envelope(topic="esc", payload=b"e", qos=1, priority=2, kind="escalation", message_id="e1",
+                          awaits_reply=True)  # fmt: skip
+    outbox.put([escalation, envelope(2, kind="inference")])
+    outbox.ack([s.id for s in outbox.peek(10, now=100.0, retry_after_s=30.0)], now=100.0)
+    assert outbox.depth == 1  # the escalation stays until its verdict
+    assert outbox.unsent() == 0
+    assert outbox.next_retry() == 100.0
+    assert outbox.peek(10, now=120.0, retry_after_s=30.0) == []
+    assert [s.topic for s in outbox.peek(10, now=131.0, retry_after_s=30.0)] == ["esc"]
+    assert outbox.settle(["e1", "unknown"]) == 1
+    assert outbox.depth == 0
+    assert outbox.next_retry() is None
+    assert outbox.counters()["delivered"] == 2
