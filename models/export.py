@@ -35,14 +35,18 @@ def export_onnx(
     window_size: int,
     input_name: str = "window",
     output_names: Sequence[str] = ("probabilities", "anomaly_score"),
+    channels: int | None = None,
 ) -> Path:
     """Export a window model with the legacy TorchScript exporter, batch dimension dynamic.
+
+    The input is ``[batch, window_size]``, or ``[batch, channels, window_size]`` when ``channels`` is given.
 
     The legacy exporter, not the dynamo one: its graphs quantize better (GlobalAveragePool stays
     quantizable) and it writes one self-contained file with a dynamic batch.
     """
     model = model.eval()
-    example = torch.zeros(1, window_size, dtype=torch.float32)
+    shape = (1, window_size) if channels is None else (1, channels, window_size)
+    example = torch.zeros(*shape, dtype=torch.float32)
     dynamic_axes = {name: {0: "batch"} for name in (input_name, *output_names)}
     with warnings.catch_warnings():
         # torch 2.13 deprecates the legacy exporter, on purpose chosen here; silence exactly its notices.

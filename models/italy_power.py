@@ -31,10 +31,37 @@ from rich.table import Table
 from torch import nn
 
 from models.anomaly import SubspaceScorer, fit_subspace_scorer
+from models.cards import (
+    InputCard,
+    PeerCard,
+    TaskCard,
+    VariantCard,
+    artifact_card,
+    machine_description,
+    software_versions,
+    write_card,
+)
 from models.datasets import WindowDataset, load_italy_power
 from models.evaluation import FaultResponse, OnnxWindowModel, accuracy, fault_responses, nearest_neighbour_predictions
 from models.export import export_onnx, file_digest, quantize_int8, source_commit, write_manifest
-from models.networks import AveragedEnsemble, ConvClassifier, SubspaceAnomalyScore, WindowModel, parameter_count
+from models.networks import (
+    AveragedEnsemble,
+    ConvClassifier,
+    SubspaceAnomalyScore,
+    WindowModel,
+    multiply_accumulates,
+    parameter_count,
+)
+from models.packaging import (
+    EdgeExports,
+    agreement,
+    available_backends,
+    backend_predictions,
+    export_edge_backends,
+    manifest_exports,
+    variant_latencies,
+)
+from models.peers import PeerResult, run_peers
 from models.training import (
     Advance,
     Distillation,
@@ -45,7 +72,15 @@ from models.training import (
     stratified_folds,
     train_classifier,
 )
-from protocol.manifest import InputSpec, ModelManifest, OutputSpec, PreprocessStep, Quantization, ZNormalize
+from protocol.manifest import (
+    ExportedArtifact,
+    InputSpec,
+    ModelManifest,
+    OutputSpec,
+    PreprocessStep,
+    Quantization,
+    ZNormalize,
+)
 from protocol.messages import SensorKind
 from protocol.preprocessing import preprocess
 
@@ -53,6 +88,7 @@ TASK = "italy_power"
 VERSION = "1.0.0"
 CLOUD_NAME = f"{TASK}_cloud_fp32"
 EDGE_NAME = f"{TASK}_edge_int8"
+EDGE_FP32_NAME = f"{TASK}_edge_fp32"
 PREPROCESSING: list[PreprocessStep] = [ZNormalize()]
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "quantized"
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -63,6 +99,12 @@ REBUILD = f"edgefleet models build {TASK}"
 # (it is one 24×24 MatMul, cheap in fp32). Softmax: int8 probabilities would come in steps of 1/256.
 FP32_PREFIXES = ("/anomaly/",)
 FP32_OP_TYPES = ("Softmax",)
+# For the .tflite: only the classifier is quantized (the anomaly branch and softmax stay fp32, as above),
+# and its first convolution too stays fp32. LiteRT's converter moves a quantize op at the graph's
+# start onto the input itself, which would hand the fp32 anomaly branch an int8 window; a first layer in
+# fp32 keeps the input fp32. That layer has one input channel, a few hundred multiply-accumulates.
+LITERT_QUANTIZED = "classifier"
+LITERT_FP32 = ("classifier.features.0",)
 
 
 @dataclass(frozen=True)
@@ -203,6 +245,7 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
     labels = data.train_labels
     cloud_path = output_dir / f"{CLOUD_NAME}.onnx"
     edge_path = output_dir / f"{EDGE_NAME}.onnx"
+    edge_fp32_path = output_dir / f"{EDGE_FP32_NAME}.onnx"
     total_epochs = plan.folds * plan.cloud_recipe.epochs + (plan.folds + 1) * plan.edge_recipe.epochs
 
     with (
@@ -243,9 +286,18 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
         cloud_model = WindowModel(cloud_classifier, SubspaceAnomalyScore(scorer))
         export_onnx(cloud_model, cloud_path, window_size=data.window_size)
         _check_export(cloud_model, cloud_path, train)
-        edge_fp32_path = scratch / f"{TASK}_edge_fp32.onnx"
         kept_fp32 = _export_edge(student, scorer, train, edge_fp32_path, edge_path)
-        _check_export(WindowModel(student, SubspaceAnomalyScore(scorer)), edge_fp32_path, train)
+        edge_model = WindowModel(student, SubspaceAnomalyScore(scorer))
+        _check_export(edge_model, edge_fp32_path, train)
+        exports = export_edge_backends(
+            output_dir,
+            EDGE_NAME,
+            edge_model,
+            train,
+            quantized_prefix=LITERT_QUANTIZED,
+            fp32_prefixes=LITERT_FP32,
+            describe=describe,
+        )
 
         # The first and only use of the test split: figures for the record.
         describe("evaluate on the test split")
@@ -255,8 +307,18 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
         edge_fp32_bytes = edge_fp32_path.stat().st_size
         edge_faults = fault_responses(edge_runtime, data.test_windows, PREPROCESSING, seed=seed)
         cloud_faults = fault_responses(cloud_runtime, data.test_windows, PREPROCESSING, seed=seed)
+        backends = available_backends(output_dir, EDGE_NAME)
+        per_backend = backend_predictions(output_dir, EDGE_NAME, test, backends)
+        backend_agreement = agreement(per_backend, strict=not quick)
+        describe("latency per window")
+        latencies = {
+            CLOUD_NAME: variant_latencies(output_dir, CLOUD_NAME, test[0], ["onnxruntime"]),
+            EDGE_FP32_NAME: variant_latencies(output_dir, EDGE_FP32_NAME, test[0], ["onnxruntime"]),
+            EDGE_NAME: variant_latencies(output_dir, EDGE_NAME, test[0], backends),
+        }
 
     baseline_test = accuracy(nearest_neighbour_predictions(train, labels, test), data.test_labels)
+    peers = run_peers(train, labels, test, data.test_labels, seed=seed)
     held_out = validation.held_out
     results = {
         "cloud_fp32": VariantResult(
@@ -284,7 +346,7 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
             "1-NN Euclidean (baseline)", 0, accuracy(held_out["1nn"], labels), baseline_test, None
         ),
     }
-    agreement = float(np.mean(edge_test.predictions == cloud_test.predictions))
+    cloud_agreement = float(np.mean(edge_test.predictions == cloud_test.predictions))
 
     commit = source_commit(REPOSITORY)
     calibration = (
@@ -314,13 +376,65 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
         quantization=Quantization(scheme="qdq-int8-static", per_channel=True, calibration=calibration),
         distilled_from=CLOUD_NAME,
         commit=commit,
-        extra={"edge_fp32_test_accuracy": results["edge_fp32"].test_accuracy, "cloud_agreement": agreement},
+        extra={"edge_fp32_test_accuracy": results["edge_fp32"].test_accuracy, "cloud_agreement": cloud_agreement},
+        exports=manifest_exports(exports),
     )
-    manifest_paths = [write_manifest(manifest, output_dir) for manifest in (cloud_manifest, edge_manifest)]
+    # The edge fp32 model gets a manifest too: where int8 is slower on a CPU, an agent can run it instead.
+    # Its anomaly branch is the int8 graph's (kept fp32 there), so the fault responses are the same.
+    edge_fp32_manifest = _manifest(
+        name=EDGE_FP32_NAME,
+        role="edge",
+        path=edge_fp32_path,
+        data=data,
+        result=results["edge_fp32"],
+        baseline=baseline_test,
+        faults=edge_faults,
+        quantization=Quantization(),
+        distilled_from=CLOUD_NAME,
+        commit=commit,
+    )
+    manifest_paths = [
+        write_manifest(manifest, output_dir) for manifest in (cloud_manifest, edge_manifest, edge_fp32_manifest)
+    ]
     card_path = output_dir / f"{TASK}.md"
     card_path.write_text(
-        _model_card(data, plan, seed, results, edge_faults, cloud_faults, agreement, calibration), encoding="utf-8"
+        _model_card(
+            data,
+            plan,
+            seed,
+            results,
+            edge_faults,
+            cloud_faults,
+            cloud_agreement,
+            calibration,
+            backend_agreement,
+            latencies,
+            exports,
+            peers,
+        ),
+        encoding="utf-8",
     )
+    backend_accuracy = {
+        f"test_accuracy_{backend}": accuracy(predictions, data.test_labels)
+        for backend, predictions in per_backend.items()
+    }
+    task_card = _task_card(
+        directory=output_dir,
+        data=data,
+        plan=plan,
+        seed=seed,
+        commit=commit,
+        results=results,
+        modules={"cloud_fp32": cloud_classifier, "edge_fp32": student, "edge_int8": student},
+        exports=exports,
+        latencies=latencies,
+        backend_accuracy=backend_accuracy,
+        backend_agreement=backend_agreement,
+        edge_faults=edge_faults,
+        calibration=calibration,
+        peers=peers,
+    )
+    task_card_path = write_card(task_card, output_dir)
 
     return {
         "task": TASK,
@@ -331,15 +445,127 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
             "edge": str(edge_path),
             "manifests": [str(path) for path in manifest_paths],
             "card": str(card_path),
+            "task_card": str(task_card_path),
         },
         "variants": {key: dataclasses.asdict(result) for key, result in results.items()},
-        "cloud_agreement": agreement,
+        "cloud_agreement": cloud_agreement,
+        "backend_agreement": backend_agreement,
+        "backend_accuracy": backend_accuracy,
+        "latency_ms": latencies,
+        "skipped": exports.skipped,
         "anomaly": {
             "edge_int8": {name: dataclasses.asdict(response) for name, response in edge_faults.items()},
             "cloud_fp32": {name: dataclasses.asdict(response) for name, response in cloud_faults.items()},
         },
         "fp32_nodes_in_int8": kept_fp32,
         "seconds": time.perf_counter() - started,
+    }
+
+
+def _task_card(
+    *,
+    directory: Path,
+    data: WindowDataset,
+    plan: BuildPlan,
+    seed: int,
+    commit: str | None,
+    results: Mapping[str, VariantResult],
+    modules: Mapping[str, nn.Module],
+    exports: EdgeExports,
+    latencies: Mapping[str, dict[str, float]],
+    backend_accuracy: Mapping[str, float],
+    backend_agreement: Mapping[str, float],
+    edge_faults: Mapping[str, FaultResponse],
+    calibration: str,
+    peers: Mapping[str, PeerResult],
+) -> TaskCard:
+    example = torch.zeros(1, data.window_size)
+    names = {"cloud_fp32": CLOUD_NAME, "edge_fp32": EDGE_FP32_NAME, "edge_int8": EDGE_NAME}
+    descriptions = {
+        "cloud_fp32": f"ensemble of {plan.folds} 1D CNNs {plan.cloud_widths}, averaged probabilities",
+        "edge_fp32": f"1D CNN {plan.edge_widths} distilled from the ensemble (reference, not shipped to devices)",
+        "edge_int8": f"the distilled CNN, static int8 QDQ (per-channel); {calibration}",
+    }
+    variants = {}
+    for key, name in names.items():
+        result = results[key]
+        artifacts = (
+            exports.artifacts if key == "edge_int8" else [artifact_card(directory / f"{name}.onnx", "onnxruntime")]
+        )
+        metrics = {"test_accuracy": result.test_accuracy, "val_accuracy": result.val_accuracy}
+        if key == "edge_int8":
+            metrics |= {**backend_accuracy, **_anomaly_metrics(edge_faults)}
+        variants[key] = VariantCard(
+            role="cloud" if key == "cloud_fp32" else ("edge" if key == "edge_int8" else "edge-reference"),
+            precision="int8" if key == "edge_int8" else "fp32",
+            description=descriptions[key],
+            parameters=result.parameters,
+            macs=multiply_accumulates(modules[key], example),
+            artifacts=artifacts,
+            metrics={metric: round(value, 6) for metric, value in metrics.items()},
+            latency_ms=latencies[name],
+        )
+    return TaskCard(
+        task=TASK,
+        summary="winter or summer day, from 24 hourly readings of Italy's electricity demand",
+        data=data.describe(),
+        validation=f"out-of-fold over the training split ({plan.folds}-fold stratified, seed {seed})",
+        input=InputCard(
+            name="window",
+            shape=[None, data.window_size],
+            layout="batch, hourly reading",
+            sensor=SensorKind.POWER.value,
+            unit="kW",
+            sample_rate_hz=1.0 / 3600.0,
+            preprocessing=[step.model_dump() for step in PREPROCESSING],
+        ),
+        labels=list(data.class_names),
+        outputs=["probabilities", "anomaly_score"],
+        variants=variants,
+        peers={
+            "1nn_euclidean": PeerCard(
+                description="1-nearest-neighbour, Euclidean distance, on the same z-normalized windows",
+                metrics={"test_accuracy": round(results["baseline_1nn"].test_accuracy, 6)},
+                environment="numpy, in the build",
+            ),
+            **{
+                key: PeerCard(
+                    description=peer.description,
+                    metrics={
+                        "test_accuracy": round(peer.test_accuracy, 6),
+                        "fit_and_predict_seconds": round(peer.seconds, 2),
+                    },
+                    environment=peer.environment,
+                )
+                for key, peer in peers.items()
+            },
+        },
+        backend_agreement={backend: round(share, 6) for backend, share in backend_agreement.items()},
+        goals=_goals(results, peers, backend_agreement),
+        seed=seed,
+        source_commit=commit,
+        rebuild=REBUILD,
+        software=software_versions(),
+        machine=machine_description(),
+    )
+
+
+def _goals(
+    results: Mapping[str, VariantResult], peers: Mapping[str, PeerResult], backend_agreement: Mapping[str, float]
+) -> dict[str, str]:
+    minirocket = peers["peer_minirocket"].test_accuracy
+    edge, cloud = results["edge_int8"].test_accuracy, results["cloud_fp32"].test_accuracy
+    worst = min(backend_agreement.values(), default=1.0)
+
+    def versus(value: float, *, at_least: bool) -> str:
+        met = value >= minirocket if at_least else value > minirocket
+        verdict = "met" if met else f"missed by {max(minirocket - value, 0.0):.3f}"
+        return f"{verdict}: {value:.3f} against MiniRocket's {minirocket:.3f}"
+
+    return {
+        "backends_agree": f"{'met' if worst >= 0.99 else 'missed'}: lowest argmax agreement {worst:.1%} (goal 99 %)",
+        "edge_int8_matches_minirocket": versus(edge, at_least=True),
+        "cloud_beats_minirocket": versus(cloud, at_least=False),
     }
 
 
@@ -381,6 +607,7 @@ def _manifest(
     distilled_from: str | None,
     commit: str | None,
     extra: Mapping[str, float] | None = None,
+    exports: list[ExportedArtifact] | None = None,
 ) -> ModelManifest:
     sha256, size = file_digest(path)
     metrics = {
@@ -410,6 +637,7 @@ def _manifest(
         ),
         output=OutputSpec(probabilities="probabilities", labels=list(data.class_names), anomaly_score="anomaly_score"),
         quantization=quantization,
+        exports=exports or [],
         parameters=result.parameters,
         metrics={key: round(value, 6) for key, value in metrics.items()},
         distilled_from=distilled_from,
@@ -428,8 +656,22 @@ def _model_card(
     cloud_faults: Mapping[str, FaultResponse],
     agreement: float,
     calibration: str,
+    backend_agreement: Mapping[str, float],
+    latencies: Mapping[str, dict[str, float]],
+    exports: EdgeExports,
+    peers: Mapping[str, PeerResult],
 ) -> str:
     train_count, test_count = len(data.train_labels), len(data.test_labels)
+    peer_text = "; ".join(f"{peer.description}: {peer.test_accuracy:.3f}" for peer in peers.values())
+    goals = "\n".join(f"- `{name}`: {text}" for name, text in _goals(results, peers, backend_agreement).items())
+    files = ", ".join(f"`{artifact.file}` ({artifact.bytes:,} bytes)" for artifact in exports.artifacts)
+    latency_rows = "\n".join(
+        f"| `{name}` | {backend} | {milliseconds * 1000:.0f} |"
+        for name, by_backend in latencies.items()
+        for backend, milliseconds in by_backend.items()
+    )
+    agreement_text = ", ".join(f"{backend} {share:.1%}" for backend, share in backend_agreement.items()) or "none"
+    skipped = "".join(f"\n- Not built: {backend} ({reason})." for backend, reason in exports.skipped.items())
     rows = "\n".join(
         f"| {result.label} | {result.parameters:,} | {'—' if result.bytes is None else f'{result.bytes:,}'} "
         f"| {result.val_accuracy:.3f} | {result.test_accuracy:.3f} |"
@@ -494,8 +736,16 @@ with ONNX Runtime (CPU, one thread) for the three artifacts.
 |---|---:|---:|---:|---:|
 {rows}
 
-The edge fp32 row is the graph before quantization (not shipped). The int8 edge model and the cloud
-model agree on {agreement:.1%} of the test windows.
+The edge fp32 row is the graph before quantization (shipped for CPUs where int8 is slower). The int8
+edge model and the cloud model agree on {agreement:.1%} of the test windows. Peers fitted on the training
+split and scored on the test split by the same build, on the same windows: {peer_text}.
+
+Goals (issue 4):
+{goals}
+
+This task keeps its first recipe (cross-validated ensemble, a student distilled without pruning, an
+in-graph anomaly score): the edge agent's demo and the loop test depend on these artifacts, so its bytes
+change only on purpose. The other tasks' edge models are structurally pruned.
 
 ### Anomaly score on faulted test windows
 
@@ -509,14 +759,28 @@ graphs carry the same fp32 anomaly branch.
 |---|---:|---:|---:|---:|
 {fault_rows}
 
-## Size and speed
+## Backends, size and speed
+
+The edge model ships for three runtimes: {files}. The OpenVINO IR is converted from the int8 `.onnx`
+(its QDQ pairs become FakeQuantize, so it is the same int8 model). The `.tflite` is converted by
+litert-torch from the same trained student and quantized by it (int8 per-channel, calibrated on the same
+training windows); its first convolution stays fp32 so that its input, shared with the fp32 anomaly
+branch, stays fp32. It takes one window per call (`[1, {data.window_size}]`); its outputs are the
+signature's `output_0` (probabilities) and `output_1` (anomaly score). Argmax agreement with ONNX Runtime
+on the {test_count} test windows: {agreement_text} (the build fails below 99 %).{skipped}
 
 `{EDGE_NAME}.onnx` is {edge.bytes:,} bytes ({edge.parameters:,} trained parameters);
 `{CLOUD_NAME}.onnx` is {cloud.bytes:,} bytes ({cloud.parameters:,} parameters). For a network this small
 the QDQ graph is larger than the fp32 one (scales, zero points and the fp32 anomaly projector outweigh the
-bytes saved on weights). Measured once while writing this recipe (x86-64, ONNX Runtime, one thread): a
-batch of 1029 windows took about half as long in int8 as in fp32; a single window took about 10 µs either
-way, which is runtime overhead rather than arithmetic.
+bytes saved on weights). Median latency of one window, batch of one, one thread, measured by the build on
+its machine (see `{TASK}.card.json`; `bench/models.py` measures all tasks side by side):
+
+| artifact | backend | µs per window |
+|---|---|---:|
+{latency_rows}
+
+At this size a window costs a few tens of thousands of multiply-accumulates, so the runtimes' fixed cost per
+call, not arithmetic, sets these figures; int8 is no faster than fp32 here.
 
 ## Limits
 

@@ -71,6 +71,38 @@ class Augmentation:
 
 
 @dataclass(frozen=True)
+class SeriesAugmentation:
+    """Label-preserving perturbations of ``[batch, sample]`` or ``[batch, channel, sample]`` windows.
+
+    Unlike :class:`Augmentation`, the result is re-normalized only when the task's preprocessing
+    z-normalizes (``renormalize``): raw sensor windows keep their level.
+    """
+
+    max_shift: int = 2
+    """Samples by which a window may shift in time (edges repeat)."""
+    noise: float = 0.05
+    """Standard deviation of Gaussian jitter, in units of each channel's standard deviation in the window."""
+    scale: float = 0.1
+    """Amplitude drawn from ``1 ± scale`` per window (a sensor's gain, a person's vigour)."""
+    renormalize: bool = True
+
+    def __call__(self, windows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Perturbed copies of ``windows``."""
+        batch, length = windows.shape[0], windows.shape[-1]
+        broadcast = (batch,) + (1,) * (windows.dim() - 1)
+        if self.max_shift:
+            shifts = torch.randint(-self.max_shift, self.max_shift + 1, (batch,), generator=generator)
+            positions = (torch.arange(length).unsqueeze(0) - shifts.unsqueeze(1)).clamp(0, length - 1)
+            positions = positions.reshape(batch, *([1] * (windows.dim() - 2)), length).expand_as(windows)
+            windows = torch.gather(windows, -1, positions)
+        spread = windows.std(-1, keepdim=True) + 1e-6
+        windows = windows + self.noise * spread * torch.randn(windows.shape, generator=generator)
+        if self.scale:
+            windows = windows * (1.0 + self.scale * (2.0 * torch.rand(broadcast, generator=generator) - 1.0))
+        return znormalize(windows) if self.renormalize else windows
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Optimizer and schedule for one training run (AdamW with a one-cycle learning rate)."""
 
@@ -79,7 +111,7 @@ class Recipe:
     weight_decay: float = 1e-2
     batch_size: int = 32
     label_smoothing: float = 0.1
-    augmentation: Augmentation = Augmentation()
+    augmentation: Augmentation | SeriesAugmentation = Augmentation()
 
 
 @dataclass(frozen=True)
@@ -161,8 +193,10 @@ def distil(
             partners = recipe.augmentation(
                 inputs[torch.randint(0, len(inputs), (len(batch),), generator=generator)], generator
             )
-            share = distillation.mixup * torch.rand((len(batch), 1), generator=generator)
-            mixed = znormalize((1 - share) * augmented + share * partners)
+            share = distillation.mixup * torch.rand((len(batch),) + (1,) * (inputs.dim() - 1), generator=generator)
+            mixed = (1 - share) * augmented + share * partners
+            if not isinstance(recipe.augmentation, SeriesAugmentation) or recipe.augmentation.renormalize:
+                mixed = znormalize(mixed)
             both = torch.cat([augmented, mixed])
             with torch.no_grad():
                 teacher_log_probabilities = F.log_softmax(teacher(both) / temperature, dim=-1)

@@ -1,0 +1,750 @@
+"""The recipe shared by the time-series classification tasks: cloud ensemble, distilled and pruned int8 edge model.
+
+For a task (see :class:`ClassificationTask`; ``models/basic_motions.py``, ``models/acsf1.py``):
+
+1. **Cloud, fp32**: an ensemble of 1D CNNs, member *k* trained on all training folds but fold *k*.
+2. **Edge**: a student CNN distilled from the ensemble, then **structurally pruned** (the least important
+   convolution channels removed, :mod:`models.pruning`) and fine-tuned by distillation again; exported to
+   ONNX and statically quantized to int8 (QDQ, per-channel weights, calibrated on training windows), then
+   converted for OpenVINO and LiteRT (:mod:`models.packaging`).
+3. **Peers** on the same preprocessed split: MiniRocket (sktime, ridge classifier) and 1-NN with DTW.
+
+The official test split is used once, for the figures. Validation figures are out-of-fold: for each fold
+the whole recipe (member, student, pruning, fine-tuning, export, calibration, quantization) runs without
+that fold and scores it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from models.cards import (
+    InputCard,
+    PeerCard,
+    TaskCard,
+    VariantCard,
+    artifact_card,
+    machine_description,
+    software_versions,
+    write_card,
+)
+from models.datasets import WindowDataset
+from models.evaluation import accuracy
+from models.export import export_onnx, file_digest, quantize_int8, source_commit, write_manifest
+from models.networks import AveragedEnsemble, ProbabilityModel, SeriesClassifier, multiply_accumulates, parameter_count
+from models.packaging import (
+    EdgeExports,
+    agreement,
+    available_backends,
+    backend_predictions,
+    export_edge_backends,
+    manifest_exports,
+    variant_latencies,
+)
+from models.peers import PeerResult, run_peers
+from models.pruning import prune_channels
+from models.runtimes import OnnxRuntimeRunner
+from models.signals import apply_preprocessing
+from models.training import (
+    Distillation,
+    Recipe,
+    distil,
+    make_deterministic,
+    predict_probabilities,
+    stratified_folds,
+    train_classifier,
+)
+from protocol.manifest import InputSpec, ModelManifest, OutputSpec, PreprocessStep, Quantization
+from protocol.messages import SensorKind
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+OUTPUTS = ("probabilities",)
+# Softmax stays fp32 in the int8 graph: int8 probabilities would come in steps of 1/256.
+FP32_OP_TYPES = ("Softmax",)
+# The first convolution stays fp32 in every int8 artifact. It reads the raw window, whose outliers (a
+# spike of 12 standard deviations in ACSF1) would set a coarse int8 step for all the other samples; it has
+# one input channel, so it is a small share of the work. In the .tflite it also keeps the input fp32:
+# LiteRT's converter moves a quantize op at the graph's start onto the input itself.
+FP32_PREFIXES = ("/classifier/features/features.0/",)
+LITERT_QUANTIZED = "classifier"
+LITERT_FP32 = ("classifier.features.0",)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Widths, kernel sizes and pooling of a :class:`SeriesClassifier`."""
+
+    widths: tuple[int, ...]
+    kernels: tuple[int, ...]
+    pools: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ClassificationPlan:
+    """Everything that shapes a build besides the seed."""
+
+    folds: int
+    cloud: Architecture
+    student: Architecture
+    keep_ratio: float
+    """Share of each convolution's channels the pruned edge model keeps."""
+    cloud_recipe: Recipe
+    student_recipe: Recipe
+    finetune_recipe: Recipe
+    distillation: Distillation = dataclasses.field(default_factory=Distillation)
+
+
+@dataclass(frozen=True)
+class ClassificationTask:
+    """A classification task's data, input recipe, plans and the words of its card."""
+
+    name: str
+    version: str
+    summary: str
+    load: Callable[[], WindowDataset]
+    preprocessing: tuple[dict[str, Any], ...]
+    """Card steps before the graph (see :mod:`models.signals`)."""
+    manifest_preprocessing: tuple[PreprocessStep, ...] | None
+    """The same steps as protocol steps, or None when the protocol cannot express them yet."""
+    affine_in_graph: bool
+    """Per-channel mean and standard deviation of the training windows, applied as the graph's first step."""
+    sensor: SensorKind
+    unit: str
+    sample_rate_hz: float | None
+    layout: str
+    full: ClassificationPlan
+    quick: ClassificationPlan
+    about: str
+    """Markdown paragraphs on the data and the task, for the card."""
+    limits: tuple[str, ...] = ()
+    peers_flatten: bool = False
+    """Give the peers each window flattened to one series (MiniRocket needs series of 9 samples or more)."""
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """Figures of one variant for the summary, the manifests and the cards."""
+
+    label: str
+    parameters: int
+    val_accuracy: float | None
+    test_accuracy: float
+    bytes: int | None
+    macs: int | None = None
+
+
+def _network(
+    task: ClassificationTask, data: WindowDataset, train: npt.NDArray[np.float32], shape: Architecture
+) -> nn.Module:
+    mean = std = None
+    if task.affine_in_graph:
+        axes = (0, 2) if train.ndim == 3 else (0, 1)
+        mean = np.atleast_1d(train.mean(axis=axes)).tolist()
+        std = np.atleast_1d(train.std(axis=axes) + 1e-6).tolist()
+    return SeriesClassifier(
+        _channels(train),
+        shape.widths,
+        shape.kernels,
+        shape.pools,
+        len(data.class_names),
+        input_mean=mean,
+        input_std=std,
+    )
+
+
+def _channels(windows: npt.NDArray[np.float32]) -> int:
+    return 1 if windows.ndim == 2 else int(windows.shape[1])
+
+
+def _input_shape(windows: npt.NDArray[np.float32]) -> list[int | None]:
+    """The graph's input shape, from preprocessed windows (raw ones may differ in length)."""
+    return [None, *(int(size) for size in windows.shape[1:])]
+
+
+def _predict(model: nn.Module, windows: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
+    return np.asarray(predict_probabilities(model, windows).argmax(axis=-1), dtype=np.int64)
+
+
+def _export(model: nn.Module, path: Path, check: npt.NDArray[np.float32]) -> Path:
+    channels = _channels(check) if check.ndim == 3 else None
+    export_onnx(ProbabilityModel(model), path, window_size=check.shape[-1], output_names=OUTPUTS, channels=channels)
+    with torch.no_grad():
+        expected = ProbabilityModel(model).eval()(torch.from_numpy(check)).numpy()
+    if not np.allclose(OnnxRuntimeRunner(path)(check).probabilities, expected, atol=1e-5):
+        raise RuntimeError(f"{path.name}: ONNX Runtime disagrees with PyTorch; the export is wrong")
+    return path
+
+
+CALIBRATION_SHARES = (1.0, 0.99, 0.95)
+"""Shares of the training windows, those with the smallest peaks, tried as calibration sets."""
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """How the int8 model was calibrated."""
+
+    windows: npt.NDArray[np.float32]
+    share: float
+    agreement: float
+    kept_fp32: list[str]
+
+
+def _quantize(fp32_path: Path, int8_path: Path, windows: npt.NDArray[np.float32], scratch: Path) -> Quantized:
+    """Quantize with the calibration set that keeps int8 closest to fp32 on the training windows.
+
+    MinMax calibration takes each activation's range from its extremes: a few training windows with
+    outlying peaks (a PLAID recording of 18 standard deviations) can stretch a range so far that the
+    usual values fall into a handful of int8 steps; measured on PLAID's training windows, int8 then
+    disagreed with fp32 on a quarter of them. So the windows with the largest peaks may be left out of
+    calibration; which share is chosen by agreement with fp32 on all training windows (no test data).
+    """
+    scratch.mkdir(parents=True, exist_ok=True)
+    reference = OnnxRuntimeRunner(fp32_path)(windows).predictions
+    peaks = np.abs(windows).reshape(len(windows), -1).max(axis=1)
+    best: tuple[float, float, npt.NDArray[np.float32], list[str], Path] | None = None
+    for share in CALIBRATION_SHARES:
+        subset = windows[peaks <= np.quantile(peaks, share)] if share < 1.0 else windows
+        candidate = scratch / f"calibrated_{share}.onnx"
+        kept = quantize_int8(
+            fp32_path, candidate, subset, exclude_prefixes=FP32_PREFIXES, exclude_op_types=FP32_OP_TYPES
+        )
+        agreement = float(np.mean(OnnxRuntimeRunner(candidate)(windows).predictions == reference))
+        if best is None or agreement > best[0]:  # ties keep the larger calibration set
+            best = (agreement, share, subset, kept, candidate)
+    assert best is not None
+    agreement, share, subset, kept, candidate = best
+    shutil.copyfile(candidate, int8_path)
+    return Quantized(windows=subset, share=share, agreement=agreement, kept_fp32=kept)
+
+
+def _edge_student(
+    task: ClassificationTask,
+    plan: ClassificationPlan,
+    data: WindowDataset,
+    teacher: nn.Module,
+    windows: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    *,
+    seed: int,
+    advance: Callable[[], None],
+) -> tuple[nn.Module, nn.Module]:
+    """Distil the student from ``teacher``, prune it, fine-tune it by distillation; returns (before, after)."""
+    student = distil(
+        _network(task, data, windows, plan.student),
+        teacher,
+        windows,
+        labels,
+        plan.student_recipe,
+        plan.distillation,
+        seed=seed,
+        advance=advance,
+    )
+    assert isinstance(student, SeriesClassifier)
+    pruned = prune_channels(student, plan.keep_ratio)
+    tuned = distil(
+        pruned, teacher, windows, labels, plan.finetune_recipe, plan.distillation, seed=seed + 1, advance=advance
+    )
+    return student, tuned
+
+
+def build_classification(
+    task: ClassificationTask, output_dir: Path, *, seed: int = 0, quick: bool = False
+) -> dict[str, Any]:
+    """Build every variant of ``task`` into ``output_dir``: artifacts, manifests, card JSON and markdown card."""
+    started = time.perf_counter()
+    plan = task.quick if quick else task.full
+    output_dir.mkdir(parents=True, exist_ok=True)
+    make_deterministic(seed)
+    data = task.load()
+    steps = list(task.preprocessing)
+    train = apply_preprocessing(data.train_windows, steps)
+    test = apply_preprocessing(data.test_windows, steps)
+    labels = data.train_labels
+    names = {variant: f"{task.name}_{variant}" for variant in ("cloud_fp32", "edge_fp32", "edge_int8")}
+    paths = {variant: output_dir / f"{name}.onnx" for variant, name in names.items()}
+    epochs_per_student = plan.student_recipe.epochs + plan.finetune_recipe.epochs
+    total = plan.folds * (plan.cloud_recipe.epochs + epochs_per_student) + epochs_per_student
+
+    with (
+        Progress(
+            TextColumn("[bold]{task.description:<34}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("epochs"),
+            TimeElapsedColumn(),
+        ) as progress,
+        tempfile.TemporaryDirectory(prefix=f"edgefleet-{task.name}-") as scratch_dir,
+    ):
+        scratch = Path(scratch_dir)
+        bar = progress.add_task("", total=total)
+
+        def describe(phase: str) -> None:
+            progress.update(bar, description=phase)
+
+        def advance() -> None:
+            progress.advance(bar)
+
+        held_out = {variant: np.empty(len(train), np.int64) for variant in ("cloud", "edge_fp32", "edge_int8")}
+        members: list[nn.Module] = []
+        for index, fold in enumerate(stratified_folds(labels, plan.folds, np.random.default_rng(seed))):
+            fit = np.setdiff1d(np.arange(len(train)), fold)
+            describe(f"cloud member {index + 1}/{plan.folds}")
+            member = train_classifier(
+                _network(task, data, train[fit], plan.cloud),
+                train[fit],
+                labels[fit],
+                plan.cloud_recipe,
+                seed=seed * 1000 + index,
+                advance=advance,
+            )
+            members.append(member)
+            held_out["cloud"][fold] = _predict(member, train[fold])
+            describe(f"edge student, fold {index + 1}/{plan.folds}")
+            _, fold_edge = _edge_student(
+                task, plan, data, member, train[fit], labels[fit], seed=seed * 1000 + 100 + 2 * index, advance=advance
+            )
+            held_out["edge_fp32"][fold] = _predict(fold_edge, train[fold])
+            fold_fp32 = _export(fold_edge, scratch / f"fold{index}_fp32.onnx", train[fit][:8])
+            _quantize(fold_fp32, scratch / f"fold{index}_int8.onnx", train[fit], scratch / f"fold{index}")
+            held_out["edge_int8"][fold] = OnnxRuntimeRunner(scratch / f"fold{index}_int8.onnx")(train[fold]).predictions
+
+        cloud = AveragedEnsemble(members).eval()
+        describe("edge student, all training windows")
+        student, edge = _edge_student(task, plan, data, cloud, train, labels, seed=seed * 1000 + 999, advance=advance)
+
+        describe("export and quantize")
+        _export(cloud, paths["cloud_fp32"], train[:8])
+        _export(edge, paths["edge_fp32"], train[:8])
+        quantized = _quantize(paths["edge_fp32"], paths["edge_int8"], train, scratch / "final")
+        exports = export_edge_backends(
+            output_dir,
+            names["edge_int8"],
+            ProbabilityModel(edge),
+            quantized.windows,
+            quantized_prefix=LITERT_QUANTIZED,
+            fp32_prefixes=LITERT_FP32,
+            describe=describe,
+        )
+
+        # The first and only use of the test split: figures for the record.
+        describe("evaluate on the test split")
+        test_predictions = {variant: OnnxRuntimeRunner(path)(test).predictions for variant, path in paths.items()}
+        backends = available_backends(output_dir, names["edge_int8"])
+        per_backend = backend_predictions(output_dir, names["edge_int8"], test, backends)
+        backend_agreement = agreement(per_backend, strict=False)
+        describe("latency per window")
+        latencies = {
+            "cloud_fp32": variant_latencies(output_dir, names["cloud_fp32"], test[0], ["onnxruntime"]),
+            "edge_fp32": variant_latencies(output_dir, names["edge_fp32"], test[0], ["onnxruntime"]),
+            "edge_int8": variant_latencies(output_dir, names["edge_int8"], test[0], backends),
+        }
+        describe("peers: MiniRocket, 1-NN DTW")
+        if task.peers_flatten:
+            peers = run_peers(
+                train.reshape(len(train), -1), labels, test.reshape(len(test), -1), data.test_labels, seed=seed
+            )
+        else:
+            peers = run_peers(train, labels, test, data.test_labels, seed=seed)
+
+    example = torch.from_numpy(test[:1])
+    val = {variant: accuracy(predictions, labels) for variant, predictions in held_out.items()}
+    results = {
+        "cloud_fp32": VariantResult(
+            f"cloud fp32 (ensemble of {plan.folds})",
+            parameter_count(cloud),
+            val["cloud"],
+            accuracy(test_predictions["cloud_fp32"], data.test_labels),
+            paths["cloud_fp32"].stat().st_size,
+            multiply_accumulates(cloud, example),
+        ),
+        "edge_unpruned": VariantResult(
+            "edge fp32 before pruning (not shipped)",
+            parameter_count(student),
+            None,
+            accuracy(_predict(student, test), data.test_labels),
+            None,
+            multiply_accumulates(student, example),
+        ),
+        "edge_fp32": VariantResult(
+            "edge fp32 (distilled, pruned)",
+            parameter_count(edge),
+            val["edge_fp32"],
+            accuracy(test_predictions["edge_fp32"], data.test_labels),
+            paths["edge_fp32"].stat().st_size,
+            multiply_accumulates(edge, example),
+        ),
+        "edge_int8": VariantResult(
+            "edge int8 (QDQ static)",
+            parameter_count(edge),
+            val["edge_int8"],
+            accuracy(test_predictions["edge_int8"], data.test_labels),
+            paths["edge_int8"].stat().st_size,
+            multiply_accumulates(edge, example),
+        ),
+    }
+    for key, peer in peers.items():
+        results[key] = VariantResult(peer.description, 0, None, peer.test_accuracy, None)
+    backend_accuracy = {
+        f"test_accuracy_{backend}": accuracy(predictions, data.test_labels)
+        for backend, predictions in per_backend.items()
+    }
+    commit = source_commit(REPOSITORY)
+    calibration = (
+        f"MinMax over the {len(quantized.windows)} preprocessed training windows with the smallest peaks "
+        f"({quantized.share:.0%} of {len(train)}: of {', '.join(f'{share:.0%}' for share in CALIBRATION_SHARES)}, "
+        f"the share whose int8 model agrees best with fp32 on all training windows, {quantized.agreement:.1%}; "
+        f"test split unused); kept fp32: the first convolution and Softmax ({len(quantized.kept_fp32)} nodes)"
+    )
+    manifests = _write_manifests(task, data, train, output_dir, names, results, commit, calibration, exports)
+    card = _task_card(
+        task,
+        plan,
+        data,
+        train,
+        output_dir,
+        names,
+        results,
+        exports.artifacts,
+        latencies,
+        backend_accuracy,
+        backend_agreement,
+        peers,
+        seed,
+        commit,
+        calibration,
+    )
+    card_path = write_card(card, output_dir)
+    markdown = output_dir / f"{task.name}.md"
+    markdown.write_text(
+        _markdown(task, plan, data, card, results, exports.skipped, seed, calibration), encoding="utf-8"
+    )
+    return {
+        "task": task.name,
+        "seed": seed,
+        "quick": quick,
+        "artifacts": {
+            "cloud": str(paths["cloud_fp32"]),
+            "edge": str(paths["edge_int8"]),
+            "manifests": [str(path) for path in manifests],
+            "card": str(markdown),
+            "task_card": str(card_path),
+        },
+        "variants": {key: dataclasses.asdict(result) for key, result in results.items()},
+        "backend_agreement": backend_agreement,
+        "backend_accuracy": backend_accuracy,
+        "latency_ms": latencies,
+        "skipped": exports.skipped,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _write_manifests(
+    task: ClassificationTask,
+    data: WindowDataset,
+    train: npt.NDArray[np.float32],
+    directory: Path,
+    names: Mapping[str, str],
+    results: Mapping[str, VariantResult],
+    commit: str | None,
+    calibration: str,
+    exports: EdgeExports,
+) -> list[Path]:
+    """Protocol manifests of the three variants, when the protocol can express the input."""
+    if task.manifest_preprocessing is None:
+        return []
+    shape = _input_shape(train)
+    peers = {f"peer_{key}_accuracy": result.test_accuracy for key, result in results.items() if key.startswith("peer")}
+    written = []
+    # The edge fp32 model gets a manifest too: where int8 is slower on a CPU, an agent can run it instead.
+    for variant, role in (("cloud_fp32", "cloud"), ("edge_int8", "edge"), ("edge_fp32", "edge")):
+        path = directory / f"{names[variant]}.onnx"
+        sha256, size = file_digest(path)
+        result = results[variant]
+        metrics = {"test_accuracy": result.test_accuracy, **peers}
+        if result.val_accuracy is not None:
+            metrics["val_accuracy"] = result.val_accuracy
+        manifest = ModelManifest(
+            name=names[variant],
+            version=task.version,
+            task=task.name,
+            role=role,
+            artifact=path.name,
+            sha256=sha256,
+            bytes=size,
+            input=InputSpec(
+                name="window",
+                shape=shape,
+                sensor=task.sensor,
+                unit=task.unit,
+                window_size=train.shape[-1],
+                hop=train.shape[-1],
+                sample_rate_hz=task.sample_rate_hz,
+                preprocessing=list(task.manifest_preprocessing),
+            ),
+            output=OutputSpec(probabilities="probabilities", labels=list(data.class_names)),
+            quantization=(
+                Quantization(scheme="qdq-int8-static", per_channel=True, calibration=calibration)
+                if variant == "edge_int8"
+                else Quantization()
+            ),
+            exports=manifest_exports(exports) if variant == "edge_int8" else [],
+            parameters=result.parameters,
+            metrics={key: round(value, 6) for key, value in metrics.items()},
+            distilled_from=names["cloud_fp32"] if role == "edge" else None,
+            data=data.describe(),
+            source_commit=commit,
+            rebuild=f"edgefleet models build {task.name}",
+        )
+        written.append(write_manifest(manifest, directory))
+    return written
+
+
+def _task_card(
+    task: ClassificationTask,
+    plan: ClassificationPlan,
+    data: WindowDataset,
+    train: npt.NDArray[np.float32],
+    directory: Path,
+    names: Mapping[str, str],
+    results: Mapping[str, VariantResult],
+    edge_artifacts: Sequence[Any],
+    latencies: Mapping[str, dict[str, float]],
+    backend_accuracy: Mapping[str, float],
+    backend_agreement: Mapping[str, float],
+    peers: Mapping[str, PeerResult],
+    seed: int,
+    commit: str | None,
+    calibration: str,
+) -> TaskCard:
+    descriptions = {
+        "cloud_fp32": f"ensemble of {plan.folds} CNNs, channels {plan.cloud.widths}, kernels {plan.cloud.kernels}",
+        "edge_fp32": (
+            f"CNN distilled from the ensemble, channels {plan.student.widths} pruned to "
+            f"{results['edge_fp32'].parameters:,} parameters (reference, not shipped to devices)"
+        ),
+        "edge_int8": f"the pruned CNN, static int8 QDQ (per-channel); {calibration}",
+    }
+    roles: dict[str, Literal["cloud", "edge", "edge-reference"]] = {
+        "cloud_fp32": "cloud",
+        "edge_fp32": "edge-reference",
+        "edge_int8": "edge",
+    }
+    variants = {}
+    for variant, name in names.items():
+        result = results[variant]
+        metrics = {"test_accuracy": result.test_accuracy}
+        if result.val_accuracy is not None:
+            metrics["val_accuracy"] = result.val_accuracy
+        if variant == "edge_int8":
+            metrics |= dict(backend_accuracy)
+        variants[variant] = VariantCard(
+            role=roles[variant],
+            precision="int8" if variant == "edge_int8" else "fp32",
+            description=descriptions[variant],
+            parameters=result.parameters,
+            macs=result.macs or 0,
+            artifacts=(
+                list(edge_artifacts)
+                if variant == "edge_int8"
+                else [artifact_card(directory / f"{name}.onnx", "onnxruntime")]
+            ),
+            metrics={key: round(value, 6) for key, value in metrics.items()},
+            latency_ms=latencies[variant],
+        )
+    shape = _input_shape(train)
+    in_graph = ["per-channel (x - mean) / std with the training windows' statistics"] if task.affine_in_graph else []
+    minirocket = peers["peer_minirocket"].test_accuracy
+    card_agreement = dict(backend_agreement)
+    worst = min(card_agreement.values(), default=1.0)
+    goals = {
+        "backends_agree": f"{'met' if worst >= 0.99 else 'missed'}: lowest argmax agreement {worst:.1%} (goal 99 %)",
+        "edge_int8_matches_minirocket": _goal(results["edge_int8"].test_accuracy, minirocket, at_least=True),
+        "cloud_beats_minirocket": (
+            "not applicable: MiniRocket is at 100 %"
+            if minirocket >= 1.0
+            else _goal(results["cloud_fp32"].test_accuracy, minirocket, at_least=False)
+        ),
+    }
+    return TaskCard(
+        task=task.name,
+        summary=task.summary,
+        data=data.describe(),
+        validation=f"out-of-fold over the training split ({plan.folds}-fold stratified, seed {seed})",
+        input=InputCard(
+            name="window",
+            shape=shape,
+            layout=task.layout,
+            sensor=task.sensor.value,
+            unit=task.unit,
+            sample_rate_hz=task.sample_rate_hz,
+            preprocessing=list(task.preprocessing),
+            in_graph=in_graph,
+        ),
+        labels=list(data.class_names),
+        outputs=["probabilities"],
+        variants=variants,
+        peers={
+            key: PeerCard(
+                description=peer.description,
+                metrics={
+                    "test_accuracy": round(peer.test_accuracy, 6),
+                    "fit_and_predict_seconds": round(peer.seconds, 2),
+                },
+                environment=peer.environment,
+            )
+            for key, peer in peers.items()
+        },
+        backend_agreement={backend: round(share, 6) for backend, share in backend_agreement.items()},
+        goals=goals,
+        seed=seed,
+        source_commit=commit,
+        rebuild=f"edgefleet models build {task.name}",
+        software=software_versions(),
+        machine=machine_description(),
+    )
+
+
+def _goal(value: float, peer: float, *, at_least: bool) -> str:
+    met = value >= peer if at_least else value > peer
+    verb = "matches or beats" if at_least else "beats"
+    if met:
+        return f"met: {value:.3f} {verb} MiniRocket's {peer:.3f}"
+    if value == peer:
+        return f"missed: {value:.3f} only equals MiniRocket's {peer:.3f}"
+    return f"missed by {peer - value:.3f}: {value:.3f} against MiniRocket's {peer:.3f}"
+
+
+def _markdown(
+    task: ClassificationTask,
+    plan: ClassificationPlan,
+    data: WindowDataset,
+    card: TaskCard,
+    results: Mapping[str, VariantResult],
+    skipped: Mapping[str, str],
+    seed: int,
+    calibration: str,
+) -> str:
+    def cell(value: float | int | None, pattern: str) -> str:
+        return "—" if value is None else format(value, pattern)
+
+    rows = "\n".join(
+        f"| {result.label} | {cell(result.parameters or None, ',')} | {cell(result.macs, ',')} "
+        f"| {cell(result.bytes, ',')} | {cell(result.val_accuracy, '.3f')} | {result.test_accuracy:.3f} |"
+        for result in results.values()
+    )
+    latency_rows = "\n".join(
+        f"| `{task.name}_{variant}` | {backend} | {milliseconds * 1000:.0f} |"
+        for variant, entry in card.variants.items()
+        for backend, milliseconds in entry.latency_ms.items()
+    )
+    files = ", ".join(
+        f"`{artifact.file}` ({artifact.bytes:,} bytes)" for artifact in card.variants["edge_int8"].artifacts
+    )
+    agreement_text = ", ".join(f"{backend} {share:.1%}" for backend, share in card.backend_agreement.items()) or "none"
+    skipped_text = "".join(f"\n- Not built: {backend} ({reason})." for backend, reason in skipped.items())
+    steps = (
+        "; ".join(
+            f"`{step['op']}({', '.join(f'{key}={value}' for key, value in step.items() if key != 'op')})`"
+            for step in card.input.preprocessing
+        )
+        or "none"
+    )
+    in_graph = "; ".join(card.input.in_graph) or "none"
+    goals = "\n".join(f"- `{name}`: {text}" for name, text in card.goals.items())
+    limits = "\n".join(f"- {text}" for text in task.limits)
+    edge, cloud = results["edge_int8"], results["cloud_fp32"]
+    unpruned = results["edge_unpruned"]
+    manifests = (
+        f"`{task.name}_cloud_fp32.manifest.json` and `{task.name}_edge_int8.manifest.json` are the protocol manifests."
+        if task.manifest_preprocessing is not None
+        else "No protocol manifest: the protocol cannot express this input's preprocessing yet (see the card JSON)."
+    )
+    return f"""# Model card: `{task.name}`
+
+{task.summary[0].upper() + task.summary[1:]}.
+
+## Data
+
+{data.describe()}. {task.about}
+The test split was used only for the figures below: not for training, model selection, early stopping,
+calibration or pruning.
+
+## Input
+
+Shape {card.input.shape} ({card.input.layout}), {card.input.sensor} in {card.input.unit}. Steps before the
+graph, in order: {steps}. Steps inside the graph: {in_graph}. `{task.name}.card.json` holds all of it in
+machine-readable form. {manifests}
+
+## Models
+
+- **Cloud, fp32**: {plan.folds} CNNs (channels {plan.cloud.widths}, kernels {plan.cloud.kernels}, max-pooling
+  {plan.cloud.pools}, BatchNorm, ReLU, global average pooling), member *k* trained without fold *k* for
+  {plan.cloud_recipe.epochs} epochs (AdamW, one-cycle schedule, label smoothing, time shifts, jitter,
+  amplitude scaling); probabilities averaged.
+- **Edge**: a CNN with channels {plan.student.widths} distilled from the ensemble on all training windows for
+  {plan.student_recipe.epochs} epochs (temperature {plan.distillation.temperature}, mixup labelled by the
+  teacher), then **structurally pruned**: each convolution keeps its {plan.keep_ratio:.0%} most important
+  channels (filter L1 norm × BatchNorm scale), the others are removed with the weights that read them, so
+  multiply-accumulates fall from {unpruned.macs:,} to {edge.macs:,} per window; then fine-tuned by
+  distillation for {plan.finetune_recipe.epochs} epochs. Exported with the legacy exporter (opset 17, dynamic
+  batch) and statically quantized by ONNX Runtime (QDQ, int8 weights per channel, int8 activations,
+  MinMax calibration on training windows, leaving out those with outlying peaks where that keeps int8
+  closer to fp32 on the training windows; the first convolution, which reads the raw window and whose
+  outliers would coarsen every int8 step, and Softmax kept fp32). Calibration: {calibration}.
+
+## Metrics
+
+Validation figures are out-of-fold over the {len(data.train_labels)} training windows: each window is scored by
+the recipe run without its fold (for the edge, distil from that fold's member, prune, fine-tune, export,
+calibrate, quantize). Test figures are on the official {len(data.test_labels)} test windows (ONNX Runtime,
+CPU, one thread). Peers are fitted on the training split and scored on the test split by the same build,
+on the same preprocessed windows.
+
+| variant | parameters | MACs per window | bytes | val accuracy (out-of-fold) | test accuracy |
+|---|---:|---:|---:|---:|---:|
+{rows}
+
+Goals (issue 4):
+{goals}
+
+## Backends, size and speed
+
+The edge model ships for three runtimes: {files}. The OpenVINO IR is converted from the int8 `.onnx` (same
+int8 model). The `.tflite` is converted by litert-torch from the same pruned student and quantized by it
+(int8 per-channel weights, activations calibrated by min and max on the same windows as ONNX Runtime's);
+its first convolution stays fp32 as in the `.onnx`. It takes one window per call; its output is the
+signature's `output_0`. Argmax agreement with ONNX Runtime on the test windows: {agreement_text} (goal 99 %,
+checked by the tests).{skipped_text}
+
+The edge int8 `.onnx` is {edge.bytes:,} bytes, {cell(edge.bytes and cloud.bytes and edge.bytes / cloud.bytes, ".1%")}
+of the cloud model's {cloud.bytes:,}. Median latency of one window (batch of one, one thread) measured by
+the build on its machine ({card.machine}); `bench/models.py` measures all tasks side by side:
+
+| artifact | backend | µs per window |
+|---|---|---:|
+{latency_rows}
+
+## Limits
+
+{limits}
+- The edge validation figure describes the recipe (fold students pruned and quantized the same way), not
+  the shipped student, which was trained on all training windows.
+
+## Rebuild
+
+`edgefleet models build {task.name}`, seed {seed}. Same seed and library versions: same `.onnx` bytes.
+Needs the `train` extra, and `.venv-litert` (`python -m models.environments litert`) for the `.tflite`.
+"""

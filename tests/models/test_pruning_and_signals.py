@@ -1,0 +1,92 @@
+"""Structured pruning really removes channels; the card's preprocessing steps behave as documented."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.signals import apply_preprocessing, resample
+
+
+def test_resample_keeps_the_endpoints_and_interpolates_linearly() -> None:
+    series = np.array([[0.0, 1.0, 2.0, 3.0]])
+    assert resample(series, 7).tolist() == [[0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]]
+    assert resample(np.zeros((2, 3, 10)), 4).shape == (2, 3, 4)
+
+
+def test_card_steps_apply_in_order_on_the_last_axis() -> None:
+    windows = np.arange(24, dtype=np.float64).reshape(2, 2, 6)
+    out = apply_preprocessing(windows, [{"op": "resample", "length": 11}, {"op": "znorm", "epsilon": 1e-8}])
+    assert out.shape == (2, 2, 11)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.mean(axis=-1), 0.0, atol=1e-6)
+    np.testing.assert_allclose(out.std(axis=-1), 1.0, atol=1e-5)
+
+
+def test_pruning_removes_channels_and_keeps_the_interface() -> None:
+    torch = pytest.importorskip("torch")
+    from models.networks import SeriesClassifier, multiply_accumulates, parameter_count
+    from models.pruning import prune_channels
+
+    torch.manual_seed(0)
+    model = SeriesClassifier(3, (16, 32), (5, 3), (2, 1), 4, input_mean=[0.0, 1.0, 2.0], input_std=[1.0, 2.0, 3.0])
+    model.eval()
+    example = torch.randn(5, 3, 40)
+    pruned = prune_channels(model, 0.5)
+    assert pruned.widths == (8, 16)
+    assert pruned(example).shape == (5, 4)
+    assert parameter_count(pruned) < parameter_count(model) / 2
+    assert multiply_accumulates(pruned, example[:1]) < multiply_accumulates(model, example[:1]) / 2
+
+    untouched = prune_channels(model, 1.0)
+    with torch.no_grad():
+        np.testing.assert_allclose(untouched(example).numpy(), model(example).numpy(), atol=1e-5)
+
+
+def test_pruning_keeps_the_most_important_channels() -> None:
+    torch = pytest.importorskip("torch")
+    from models.networks import SeriesClassifier
+    from models.pruning import prune_channels
+
+    model = SeriesClassifier(1, (4,), (3,), (1,), 2).eval()
+    with torch.no_grad():
+        norm = model.features[1]
+        norm.weight.copy_(torch.tensor([0.01, 1.0, 0.02, 2.0]))
+        model.features[0].weight.fill_(1.0)
+    pruned = prune_channels(model, 0.5, minimum=1)
+    np.testing.assert_allclose(pruned.features[1].weight.detach().numpy(), [1.0, 2.0])
+
+
+def test_a_reading_scores_the_highest_window_that_contains_it() -> None:
+    from models.series_scoring import reading_scores, sliding_windows
+
+    assert sliding_windows(np.arange(6.0), 3).tolist() == [[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5]]
+    # Four windows of three readings over six readings; window 1 covers readings 1-3.
+    assert reading_scores([0.0, 5.0, 1.0, 0.0], 3).tolist() == [0.0, 5.0, 5.0, 5.0, 1.0, 0.0]
+
+
+def test_detection_figures_reward_scores_that_rank_anomalies_first() -> None:
+    from models.series_scoring import detection_figures
+
+    labels = np.array([0, 0, 1, 1, 0, 0])
+    perfect = detection_figures(np.array([0.1, 0.2, 0.9, 0.8, 0.3, 0.1]), labels)
+    assert (perfect.roc_auc, perfect.best_f1) == (1.0, 1.0)
+    assert detection_figures(np.array([0.9, 0.8, 0.1, 0.2, 0.7, 0.6]), labels).roc_auc == 0.0
+
+
+def test_autoencoder_pruning_removes_hidden_units_but_not_the_bottleneck() -> None:
+    torch = pytest.importorskip("torch")
+    from models.autoencoder import DenseAutoencoder, prune_units
+    from models.networks import parameter_count
+
+    torch.manual_seed(0)
+    model = DenseAutoencoder(32, (64, 32), 8).eval()
+    pruned = prune_units(model, 0.5)
+    assert pruned.encoder_widths == (32, 16)
+    assert pruned.decoder_widths == (16, 32)
+    assert pruned.bottleneck == 8
+    assert parameter_count(pruned) < parameter_count(model) / 2
+    windows = torch.randn(3, 32)
+    assert pruned(windows).shape == (3, 32)
+    with torch.no_grad():
+        np.testing.assert_allclose(prune_units(model, 1.0)(windows).numpy(), model(windows).numpy(), atol=1e-5)

@@ -1,0 +1,103 @@
+"""Every registered task's committed artifacts: digests, sizes, figures, and agreement between backends.
+
+Needs no torch: the artifacts are scored with the runtimes alone. A backend whose package is missing is
+skipped with a message naming the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.cards import read_card
+from models.runtimes import PACKAGES, Backend, load_runner
+from models.tasks import COMMITTED, TASKS, evaluate, evaluation_inputs
+
+REPO = Path(__file__).resolve().parents[2]
+ONE_MEGABYTE = 1_000_000
+MINIMUM_AGREEMENT = 0.99
+MODULES: dict[Backend, str] = {"onnxruntime": "onnxruntime", "openvino": "openvino", "litert": "ai_edge_litert"}
+
+
+def _require(backend: Backend) -> None:
+    if importlib.util.find_spec(MODULES[backend]) is None:
+        pytest.skip(f"the {backend} runtime is not installed (pip install {PACKAGES[backend]})")
+
+
+def _require_data(task: str) -> None:
+    """Skip, naming what to install, when a task's test data cannot be made on this machine."""
+    if task == "keywords" and shutil.which("espeak-ng") is None:
+        pytest.skip("the keywords test clips are synthesized by espeak-ng (apt-get install espeak-ng)")
+    if task == "anomaly_kdd135" and not (REPO / ".venv-aeon" / "bin" / "python").is_file():
+        pytest.skip("KDD-TSAD_135 is read through .venv-aeon (python -m models.environments aeon)")
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_committed_artifacts_match_their_card(task: str) -> None:
+    card = read_card(COMMITTED, task)
+    assert set(card.variants) == {"cloud_fp32", "edge_fp32", "edge_int8"}
+    for variant in card.variants.values():
+        assert variant.artifacts, "every variant has at least one file"
+        for artifact in variant.artifacts:
+            content = (COMMITTED / artifact.file).read_bytes()
+            assert hashlib.sha256(content).hexdigest() == artifact.sha256, artifact.file
+            assert len(content) == artifact.bytes
+    edge = card.variants["edge_int8"]
+    assert {artifact.backend for artifact in edge.artifacts} >= {"onnxruntime", "openvino", "litert"}
+    for artifact in edge.artifacts:
+        assert artifact.bytes < ONE_MEGABYTE, f"{artifact.file} is {artifact.bytes:,} bytes"
+    assert edge.parameters <= card.variants["cloud_fp32"].parameters
+    assert edge.macs < card.variants["cloud_fp32"].macs
+    assert card.source_commit is None or len(card.source_commit) == 40
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_committed_models_reproduce_their_recorded_test_figures(task: str) -> None:
+    _require("onnxruntime")
+    _require_data(task)
+    for variant in ("edge_int8", "edge_fp32", "cloud_fp32"):
+        result = evaluate(task, "onnxruntime", variant=variant)
+        assert result.recorded is not None
+        assert result.value == pytest.approx(result.recorded, abs=1e-5), variant
+
+
+@pytest.mark.parametrize("backend", ["openvino", "litert"])
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_backends_agree_with_onnxruntime(task: str, backend: Backend) -> None:
+    _require("onnxruntime")
+    _require(backend)
+    _require_data(task)
+    card = read_card(COMMITTED, task)
+    windows = evaluation_inputs(TASKS[task], card).windows
+    reference = load_runner(COMMITTED, f"{task}_edge_int8", "onnxruntime")(windows)
+    other = load_runner(COMMITTED, f"{task}_edge_int8", backend)(windows)
+    shares = float(np.mean(other.predictions == reference.predictions))
+    assert shares >= MINIMUM_AGREEMENT, f"{backend} agrees with onnxruntime on {shares:.1%} of {len(windows)} windows"
+    assert shares == pytest.approx(card.backend_agreement[backend], abs=1e-6)
+    np.testing.assert_allclose(other.probabilities.sum(axis=1), 1.0, atol=1e-4)
+
+
+def _edgefleet(*arguments: str) -> subprocess.CompletedProcess[str]:
+    # In a subprocess, as a user runs it (and click's deprecation notices stay out of this process).
+    return subprocess.run(
+        [sys.executable, "-m", "edgefleet", *arguments], capture_output=True, text=True, cwd=REPO, check=False
+    )
+
+
+def test_models_eval_prints_the_test_figure() -> None:
+    _require("onnxruntime")
+    result = _edgefleet("models", "eval", "italy_power", "--backend", "onnxruntime")
+    assert result.returncode == 0, result.stderr
+    assert "italy_power edge_int8 on onnxruntime: test accuracy 0.9524" in result.stdout
+
+
+def test_models_eval_refuses_an_unknown_backend_or_task() -> None:
+    assert _edgefleet("models", "eval", "italy_power", "--backend", "tensorrt").returncode == 2
+    assert _edgefleet("models", "eval", "no_such_task").returncode == 2
