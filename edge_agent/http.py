@@ -52,8 +52,9 @@ async def serve(agent: EdgeAgent, host: str, port: int) -> AsyncIterator[int]:
                 response = _response(404, b"try /metrics or /health\n", "text/plain")
             writer.write(response)
             await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError) as exc:
+            # A scraper that hangs up or sends garbage gets no answer; the agent carries on.
+            log.debug("http request dropped reason=%s", type(exc).__name__)
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):
