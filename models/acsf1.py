@@ -6,11 +6,16 @@ blocks. Run ``python -m models.acsf1 [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
-from models.classification import Architecture, ClassificationPlan, ClassificationTask, build_classification
+from models.classification import (
+    Architecture,
+    ClassificationPlan,
+    ClassificationTask,
+    build_classification,
+    run_command_line,
+)
 from models.datasets import load_acsf1
 from models.training import Distillation, Recipe, SeriesAugmentation
 from protocol.manifest import ZNormalize
@@ -72,14 +77,7 @@ def build(output_dir: Path, *, seed: int = 0, quick: bool = False, epochs: int |
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry."""
-    parser = argparse.ArgumentParser(prog="python -m models.acsf1", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "quantized")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true")
-    arguments = parser.parse_args(argv)
-    summary = build(arguments.out, seed=arguments.seed, quick=arguments.quick)
-    for key, variant in summary["variants"].items():
-        print(f"{key:<16} test {variant['test_accuracy']:.3f}  val {variant['val_accuracy']}")
+    run_command_line(build, "python -m models.acsf1", __doc__ or "", argv)
 
 
 if __name__ == "__main__":

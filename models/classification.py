@@ -748,3 +748,19 @@ the build on its machine ({card.machine}); `bench/models.py` measures all tasks 
 `edgefleet models build {task.name}`, seed {seed}. Same seed and library versions: same `.onnx` bytes.
 Needs the `train` extra, and `.venv-litert` (`python -m models.environments litert`) for the `.tflite`.
 """
+
+
+def run_command_line(
+    build: Callable[..., dict[str, Any]], program: str, description: str, argv: list[str] | None = None
+) -> None:
+    """The ``python -m models.<task>`` entry every classification task shares."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=program, description=description.splitlines()[0] if description else None)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "quantized")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true")
+    arguments = parser.parse_args(argv)
+    summary = build(arguments.out, seed=arguments.seed, quick=arguments.quick)
+    for key, variant in summary["variants"].items():
+        print(f"{key:<16} test {variant['test_accuracy']:.3f}  val {variant['val_accuracy']}")
