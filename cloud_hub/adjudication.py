@@ -16,19 +16,22 @@ import asyncio
 import hashlib
 import math
 import time
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Generic, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 from pydantic import ValidationError
 
-from cloud_hub.errors import JudgeError, ModelLoadError, WindowError
+from cloud_hub.errors import HubError, JudgeError, ModelLoadError, StoreError, WindowError
+from cloud_hub.store import Store
 from protocol.manifest import ModelManifest
-from protocol.messages import Escalation, Outcome
+from protocol.messages import Escalation, Outcome, Verdict
 from protocol.preprocessing import preprocess
 
 
@@ -183,10 +186,14 @@ def _check_session(manifest: ModelManifest, session: ort.InferenceSession) -> No
         )
 
 
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
 @dataclass
-class _Request:
-    escalation: Escalation
-    future: asyncio.Future[Outcome]
+class _Request(Generic[Item, Result]):
+    item: Item
+    future: asyncio.Future[Result]
 
 
 @dataclass
@@ -198,45 +205,49 @@ class BatchingStats:
     last_batch_ms: float = 0.0
 
 
-class BatchingJudge:
-    """Serves concurrent :meth:`judge` calls in batches; an async context manager owning its batch task.
+BatchObserver = Callable[[int, float], None]
+"""Called after each batch with its size and its duration in seconds (metrics)."""
 
-    ``max_batch`` bounds a batch, ``max_wait_ms`` how long the first request of a batch waits for others,
-    and ``max_pending`` how many requests may queue (callers wait beyond that: the backpressure knob).
-    Batches slower than ``offload_after_ms`` move inference to a worker thread.
+
+class MicroBatcher(ABC, Generic[Item, Result]):
+    """Dynamic batching: concurrent :meth:`submit` calls are served together by :meth:`_serve`.
+
+    A batch starts with the first waiting request and takes every request that arrives within
+    ``max_wait_ms``, up to ``max_batch``; at most ``max_pending`` requests queue (callers wait beyond
+    that: the backpressure knob). An async context manager owning its batch task.
     """
 
     def __init__(
         self,
-        judge: Judge,
         *,
         max_batch: int = 32,
         max_wait_ms: float = 5.0,
         max_pending: int | None = None,
-        offload_after_ms: float = 1.0,
+        observer: BatchObserver | None = None,
+        name: str = "hub-batcher",
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         if max_wait_ms < 0:
             raise ValueError("max_wait_ms must not be negative")
-        self._judge = judge
         self._max_batch = max_batch
         self._max_wait_s = max_wait_ms / 1000.0
-        self._offload_after_s = offload_after_ms / 1000.0
-        self._queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=max_pending or 8 * max_batch)
-        self._offload = False
+        self._queue: asyncio.Queue[_Request[Item, Result]] = asyncio.Queue(maxsize=max_pending or 8 * max_batch)
+        self._observer = observer
+        self._name = name
         self._tasks: asyncio.TaskGroup | None = None
         self._runner: asyncio.Task[None] | None = None
         self.stats = BatchingStats()
 
     @property
-    def judge_model(self) -> Judge:
-        return self._judge
+    def queue_depth(self) -> int:
+        """Requests waiting for a batch."""
+        return self._queue.qsize()
 
-    async def __aenter__(self) -> BatchingJudge:
+    async def __aenter__(self) -> Self:
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
-        self._runner = self._tasks.create_task(self._run(), name="hub-batching-judge")
+        self._runner = self._tasks.create_task(self._run(), name=self._name)
         return self
 
     async def __aexit__(
@@ -253,16 +264,12 @@ class BatchingJudge:
                     request.future.set_exception(JudgeError("the judge is shutting down"))
             self._tasks = self._runner = None
 
-    async def judge(self, escalation: Escalation) -> Outcome:
-        """The model's outcome for one escalation, judged in a batch with concurrent callers.
-
-        Raises :class:`WindowError` at once if the window does not fit the model.
-        """
+    async def submit(self, item: Item) -> Result:
+        """Queue ``item`` and wait for its result (served in a batch with concurrent callers)."""
         if self._runner is None:
             raise JudgeError("the batching judge is not running (use it as an async context manager)")
-        self._judge.check(escalation)
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Request(escalation, future))
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Request(item, future))
         return await future
 
     async def _run(self) -> None:
@@ -283,35 +290,202 @@ class BatchingJudge:
                 except TimeoutError:
                     break
             live = [request for request in batch if not request.future.done()]  # callers may have given up
-            if live:
-                await self._serve(live)
+            if not live:
+                continue
+            start = time.perf_counter()
+            try:
+                results = await self._serve([request.item for request in live])
+            except Exception as exc:  # a failed batch fails its callers, never the batch task
+                error = exc if isinstance(exc, HubError) else JudgeError(f"judging a batch failed: {exc!r}")
+                if error is not exc:
+                    error.__cause__ = exc
+                for request in live:
+                    if not request.future.done():
+                        request.future.set_exception(error)
+                continue
+            elapsed = time.perf_counter() - start
+            self.stats.batches += 1
+            self.stats.judged += len(live)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(live))
+            if self._observer is not None:
+                self._observer(len(live), elapsed)
+            for request, result in zip(live, results, strict=True):
+                if request.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    request.future.set_exception(result)
+                else:
+                    request.future.set_result(result)
 
-    async def _serve(self, batch: list[_Request]) -> None:
-        escalations = [request.escalation for request in batch]
-        try:
-            if self._offload:
-                outcomes, elapsed = await asyncio.to_thread(self._timed_judge, escalations)
-                self.stats.offloaded_batches += 1
-            else:
-                outcomes, elapsed = self._timed_judge(escalations)
-        except Exception as exc:  # a failed batch fails its callers, never the batch task
-            error = exc if isinstance(exc, JudgeError) else JudgeError(f"judging a batch failed: {exc!r}")
-            if error is not exc:
-                error.__cause__ = exc
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(error)
-            return
+    @abstractmethod
+    async def _serve(self, items: list[Item]) -> Sequence[Result | BaseException]:
+        """One result (or the exception for that item) per item, in order."""
+
+
+class _InferenceMixin:
+    """Runs the judge inline while batches are fast, in a worker thread once they are not."""
+
+    _judge: Judge
+    _offload: bool
+    _offload_after_s: float
+    stats: BatchingStats
+
+    async def _infer(self, escalations: list[Escalation]) -> list[Outcome]:
+        if self._offload:
+            outcomes, elapsed = await asyncio.to_thread(self._timed_judge, escalations)
+            self.stats.offloaded_batches += 1
+        else:
+            outcomes, elapsed = self._timed_judge(escalations)
         self._offload = elapsed > self._offload_after_s
-        self.stats.batches += 1
-        self.stats.judged += len(batch)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
         self.stats.last_batch_ms = elapsed * 1000.0
-        for request, outcome in zip(batch, outcomes, strict=True):
-            if not request.future.done():
-                request.future.set_result(outcome)
+        return outcomes
 
     def _timed_judge(self, escalations: list[Escalation]) -> tuple[list[Outcome], float]:
         start = time.perf_counter()
         outcomes = self._judge.judge(escalations)
         return outcomes, time.perf_counter() - start
+
+
+class BatchingJudge(_InferenceMixin, MicroBatcher[Escalation, Outcome]):
+    """Serves concurrent :meth:`judge` calls in batches; an async context manager owning its batch task.
+
+    ``max_batch`` bounds a batch, ``max_wait_ms`` how long the first request of a batch waits for others,
+    and ``max_pending`` how many requests may queue (callers wait beyond that: the backpressure knob).
+    Batches slower than ``offload_after_ms`` move inference to a worker thread.
+    """
+
+    def __init__(
+        self,
+        judge: Judge,
+        *,
+        max_batch: int = 32,
+        max_wait_ms: float = 5.0,
+        max_pending: int | None = None,
+        offload_after_ms: float = 1.0,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        super().__init__(
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_pending=max_pending,
+            observer=observer,
+            name="hub-batching-judge",
+        )
+        self._judge = judge
+        self._offload = False
+        self._offload_after_s = offload_after_ms / 1000.0
+
+    @property
+    def judge_model(self) -> Judge:
+        return self._judge
+
+    async def judge(self, escalation: Escalation) -> Outcome:
+        """The model's outcome for one escalation, judged in a batch with concurrent callers.
+
+        Raises :class:`WindowError` at once if the window does not fit the model.
+        """
+        if self._runner is None:
+            raise JudgeError("the batching judge is not running (use it as an async context manager)")
+        self._judge.check(escalation)
+        return await self.submit(escalation)
+
+    async def _serve(self, items: list[Escalation]) -> Sequence[Outcome | BaseException]:
+        return await self._infer(items)
+
+
+@dataclass(frozen=True, slots=True)
+class Adjudication:
+    """The verdict on one escalation, and whether the escalation had been judged and stored before."""
+
+    verdict: Verdict
+    duplicate: bool
+
+
+class Adjudicator(_InferenceMixin, MicroBatcher[Escalation, Adjudication]):
+    """Judges and stores escalations in batches: the hub's one path for MQTT and HTTPS alike.
+
+    Per batch: one query for verdicts stored before (a repeated message id is answered with its
+    stored verdict, never judged again), one run of the model over the new windows, and one
+    transaction storing them (:meth:`Store.record_escalations`). When another worker stored an
+    escalation first, its verdict is the answer. ``max_batch`` and ``max_wait_ms`` are the knobs.
+    """
+
+    def __init__(
+        self,
+        judge: Judge,
+        store: Store,
+        *,
+        max_batch: int = 32,
+        max_wait_ms: float = 5.0,
+        max_pending: int | None = None,
+        offload_after_ms: float = 1.0,
+        observer: BatchObserver | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_pending=max_pending,
+            observer=observer,
+            name="hub-adjudicator",
+        )
+        self._judge = judge
+        self._store = store
+        self._clock = clock
+        self._offload = False
+        self._offload_after_s = offload_after_ms / 1000.0
+
+    @property
+    def judge_model(self) -> Judge:
+        return self._judge
+
+    async def adjudicate(self, escalation: Escalation) -> Adjudication:
+        """The verdict on ``escalation``; :class:`WindowError` at once if its window does not fit the model."""
+        if self._runner is None:
+            raise JudgeError("the adjudicator is not running (use it as an async context manager)")
+        self._judge.check(escalation)
+        return await self.submit(escalation)
+
+    async def _serve(self, items: list[Escalation]) -> Sequence[Adjudication | BaseException]:
+        stored = await self._store.stored_verdicts([escalation.message_id for escalation in items])
+        fresh: dict[str, Escalation] = {}
+        for escalation in items:
+            if escalation.message_id not in stored:
+                fresh.setdefault(escalation.message_id, escalation)
+        verdicts: dict[str, Verdict] = {}
+        if fresh:
+            outcomes = await self._infer(list(fresh.values()))
+            now = self._clock()
+            pairs = []
+            for escalation, outcome in zip(fresh.values(), outcomes, strict=True):
+                verdict = Verdict(
+                    device_id=escalation.device_id,
+                    timestamp=now,
+                    escalation_id=escalation.message_id,
+                    cloud=outcome,
+                    agrees_with_edge=outcome.label == escalation.edge.label,
+                )
+                pairs.append((escalation, verdict))
+            inserted = await self._store.record_escalations(pairs)
+            lost = [escalation.message_id for (escalation, _), kept in zip(pairs, inserted, strict=True) if not kept]
+            # Another worker stored these between our look-up and our insert: answer as it did.
+            stored.update(await self._store.stored_verdicts(lost))
+            verdicts = {
+                escalation.message_id: verdict
+                for (escalation, verdict), kept in zip(pairs, inserted, strict=True)
+                if kept
+            }
+        results: list[Adjudication | BaseException] = []
+        answered: set[str] = set()
+        for escalation in items:
+            message_id = escalation.message_id
+            if message_id in verdicts and message_id not in answered:
+                answered.add(message_id)
+                results.append(Adjudication(verdict=verdicts[message_id], duplicate=False))
+            elif message_id in stored:
+                results.append(Adjudication(verdict=stored[message_id], duplicate=True))
+            elif message_id in verdicts:  # the same message twice in one batch
+                results.append(Adjudication(verdict=verdicts[message_id], duplicate=True))
+            else:
+                results.append(StoreError(f"escalation {message_id!r} was neither stored nor found stored"))
+        return results

@@ -7,8 +7,13 @@
     ├── JudgeError            the model failed on a batch (bad output, runtime error)
     │   └── WindowError       a window does not fit the model's input (length); the caller's fault
     ├── StoreError            the database refused or failed an operation
-    ├── PublishError          a verdict could not be handed to the MQTT broker
-    └── HubStartupError       the HTTP server or the MQTT ingest did not come up
+    ├── PublishError          a verdict or command could not be handed to the MQTT broker
+    ├── HubStartupError       the HTTP server or the MQTT ingest did not come up
+    ├── NotFoundError         a model, rollout or trigger the caller named does not exist (HTTP 404)
+    ├── ConflictError         the request contradicts the hub's state: a second open rollout for a group,
+    │                         a transition the rollout's state does not allow, a model version uploaded
+    │                         again with other bytes (HTTP 409)
+    └── ModelRejectedError    an uploaded model's size, sha256 or signature does not check out (HTTP 422)
 
 Foreign exceptions (onnxruntime, SQLAlchemy, OS errors) are translated at the boundary with
 ``raise ... from``; protocol errors (:class:`protocol.errors.ProtocolError`) stay what they are.
@@ -45,3 +50,15 @@ class PublishError(HubError):
 
 class HubStartupError(HubError):
     """The hub's HTTP server or MQTT ingest did not start."""
+
+
+class NotFoundError(HubError):
+    """Something the caller named does not exist."""
+
+
+class ConflictError(HubError):
+    """The request contradicts the hub's state."""
+
+
+class ModelRejectedError(HubError):
+    """An uploaded model artifact or manifest does not check out."""

@@ -17,7 +17,6 @@ import asyncio
 import logging
 import random
 import secrets
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any, Protocol
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
+from cloud_hub.adjudication import Adjudication
 from cloud_hub.errors import HubStartupError, JudgeError, PublishError, StoreError, WindowError
 from cloud_hub.log import log_event
 from cloud_hub.store import Store
@@ -41,7 +41,6 @@ from protocol.messages import (
     ErrorEvent,
     Escalation,
     Message,
-    Outcome,
     Verdict,
     excerpt,
 )
@@ -56,10 +55,10 @@ SUBSCRIBED_KINDS = (Kind.BIRTH, Kind.DEATH, Kind.HEALTH, Kind.ERROR)
 """Kinds the hub reads from every site and device (escalations come through the share group)."""
 
 
-class EscalationJudge(Protocol):
-    """What the handler needs of a judge (:class:`cloud_hub.adjudication.BatchingJudge`)."""
+class EscalationAdjudicator(Protocol):
+    """What the handler needs to answer escalations (:class:`cloud_hub.adjudication.Adjudicator`)."""
 
-    async def judge(self, escalation: Escalation) -> Outcome: ...
+    async def adjudicate(self, escalation: Escalation) -> Adjudication: ...
 
 
 @dataclass
@@ -98,16 +97,16 @@ class MessageHandler:
         self,
         *,
         store: Store,
-        judge: EscalationJudge,
+        adjudicator: EscalationAdjudicator,
         counters: IngestCounters | None = None,
         root: str = DEFAULT_ROOT,
-        clock: Callable[[], float] = time.time,
+        on_adjudication: Callable[[bool], None] | None = None,
     ) -> None:
         self._store = store
-        self._judge = judge
+        self._adjudicator = adjudicator
         self.counters = counters if counters is not None else IngestCounters()
         self._root = root
-        self._clock = clock
+        self._on_adjudication = on_adjudication
 
     def parse(self, topic_name: str, payload: object) -> tuple[Topic, Message] | None:
         """The topic and the message, or ``None`` (logged and counted) if either is bad."""
@@ -155,41 +154,31 @@ class MessageHandler:
             self._error("store_failed", message, reason=str(exc))
 
     async def _escalation(self, topic: Topic, escalation: Escalation, publish: Publish) -> None:
-        verdict = await self._store.stored_verdict(escalation.message_id)
-        if verdict is not None:
-            self.counters.duplicates += 1
-            self._info("escalation_duplicate", escalation, site=topic.site)
-        else:
-            try:
-                outcome = await self._judge.judge(escalation)
-            except WindowError as exc:
-                self._reject(
-                    exc.code,
-                    str(exc),
-                    topic=str(topic),
-                    device_id=escalation.device_id,
-                    message_id=escalation.message_id,
-                )
-                return
-            except JudgeError as exc:
-                self.counters.failures["judge"] += 1
-                self._error("judge_failed", escalation, reason=str(exc))
-                return
-            self.counters.judged += 1
-            verdict = Verdict(
-                device_id=escalation.device_id,
-                timestamp=self._clock(),
-                escalation_id=escalation.message_id,
-                cloud=outcome,
-                agrees_with_edge=outcome.label == escalation.edge.label,
+        try:
+            adjudication = await self._adjudicator.adjudicate(escalation)
+        except WindowError as exc:
+            self._reject(
+                exc.code, str(exc), topic=str(topic), device_id=escalation.device_id, message_id=escalation.message_id
             )
-            if not await self._store.record_escalation(escalation, verdict):
-                # Another worker stored it between our look-up and our insert: answer as it did.
-                self.counters.duplicates += 1
-                verdict = await self._store.stored_verdict(escalation.message_id) or verdict
-        await self._send(topic.sibling(Kind.VERDICT), verdict, publish)
+            return
+        except JudgeError as exc:
+            self.counters.failures["judge"] += 1
+            self._error("judge_failed", escalation, reason=str(exc))
+            return
+        self._count(adjudication, escalation, site=topic.site)
+        if self._on_adjudication is not None:
+            self._on_adjudication(adjudication.duplicate)
+        await self.send_verdict(topic.sibling(Kind.VERDICT), adjudication.verdict, publish)
 
-    async def _send(self, topic: Topic, verdict: Verdict, publish: Publish) -> None:
+    def _count(self, adjudication: Adjudication, escalation: Escalation, *, site: str) -> None:
+        if adjudication.duplicate:
+            self.counters.duplicates += 1
+            self._info("escalation_duplicate", escalation, site=site)
+        else:
+            self.counters.judged += 1
+
+    async def send_verdict(self, topic: Topic, verdict: Verdict, publish: Publish) -> None:
+        """Publish a verdict to its device; a failure is logged and counted, not raised."""
         try:
             await publish(str(topic), encode(verdict))
         except PublishError as exc:
@@ -257,25 +246,40 @@ class Ingestor:
         *,
         broker: BrokerSettings,
         store: Store,
-        judge: EscalationJudge,
+        adjudicator: EscalationAdjudicator,
         share_group: str | None = "hub",
         client_id: str | None = None,
         max_in_flight: int = 64,
         backoff: Backoff | None = None,
+        on_adjudication: Callable[[bool], None] | None = None,
     ) -> None:
         self._broker = broker
         self._share_group = share_group
         self.client_id = client_id or f"hub-{secrets.token_hex(4)}"
-        self.handler = MessageHandler(store=store, judge=judge, root=broker.root)
+        self.handler = MessageHandler(
+            store=store, adjudicator=adjudicator, root=broker.root, on_adjudication=on_adjudication
+        )
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._backoff = backoff or Backoff()
         self._subscribed = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
         self._children: set[asyncio.Task[None]] = set()
+        self._publish: Publish | None = None
+
+    async def publish(self, topic_name: str, payload: bytes) -> None:
+        """Publish at QoS 1 on the ingest's connection; :class:`PublishError` while it is down."""
+        if self._publish is None:
+            raise PublishError(f"not connected to the MQTT broker {self._broker.url}; {topic_name} not sent")
+        await self._publish(topic_name, payload)
 
     @property
     def counters(self) -> IngestCounters:
         return self.handler.counters
+
+    @property
+    def root(self) -> str:
+        """The topic root the ingest reads and writes under."""
+        return self._broker.root
 
     @property
     def subscribed(self) -> bool:
@@ -332,15 +336,19 @@ class Ingestor:
                         client_id=self.client_id,
                         share_group=self._share_group,
                     )
-                    publish = self._publisher(client)
-                    async for message in client.messages:
-                        await self._dispatch(message, publish)
+                    publish = self._publish = self._publisher(client)
+                    try:
+                        async for message in client.messages:
+                            await self._dispatch(message, publish)
+                    finally:
+                        self._publish = None
             except aiomqtt.MqttError as exc:
                 reason = str(exc)
             except Exception as exc:  # a bug must not end the ingest for good; log it loudly, then retry
                 logger.exception("ingest_crashed broker=%s", self._broker.url)
                 reason = repr(exc)
             self._subscribed.clear()
+            self._publish = None
             delay = self._backoff.next_delay()
             log_event(
                 logger,

@@ -1,4 +1,7 @@
-"""What the REST API returns (``*Public``). Requests so far carry only query parameters, checked in the routes."""
+"""What the REST API takes (``*Create``, ``*Register``, ``*Upload``) and returns (``*Public``).
+
+One schema per direction: requests forbid unknown fields; responses ignore fields they do not know.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,29 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_hub.adjudication import Judge
+from cloud_hub.auth import Principal
+from cloud_hub.drift import DriftReport
 from cloud_hub.ingest import IngestCounters
-from cloud_hub.store import Device, DeviceStatus, Event, EventKind, StoreStats
-from protocol.messages import SensorKind
+from cloud_hub.rollout import CohortStats, RolloutStatus
+from cloud_hub.store import (
+    AgreementStat,
+    ApiToken,
+    AuditEntry,
+    Device,
+    DeviceStatus,
+    DriftAlert,
+    Event,
+    EventKind,
+    ModelVersion,
+    RetrainingTrigger,
+    Rollout,
+    RolloutState,
+    RolloutTransition,
+    Scope,
+    StoreStats,
+)
+from protocol.manifest import ModelManifest
+from protocol.messages import Identifier, SensorKind, Verdict
 
 
 class _Schema(BaseModel):
@@ -38,6 +61,10 @@ class DeviceHealthPublic(_Schema):
 class DevicePublic(_Schema):
     device_id: str
     site: str
+    device_group: str
+    registered_at: datetime | None
+    edge_model: str | None = Field(description="The edge model of the device's latest escalation.")
+    edge_model_version: str | None
     status: DeviceStatus
     status_since: datetime | None
     firmware_version: str | None
@@ -55,6 +82,10 @@ class DevicePublic(_Schema):
         return cls(
             device_id=device.device_id,
             site=device.site,
+            device_group=device.device_group,
+            registered_at=device.registered_at,
+            edge_model=device.edge_model,
+            edge_model_version=device.edge_model_version,
             status=device.status,
             status_since=device.status_since,
             firmware_version=device.firmware_version,
@@ -217,3 +248,371 @@ class HealthPublic(_Schema):
 
 class ProblemPublic(_Schema):
     detail: str
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DeviceRegister(_Request):
+    device_id: Identifier
+    site: Identifier
+    device_group: Identifier | None = Field(default=None, description="Defaults to the site.")
+
+
+class EscalationResultPublic(_Schema):
+    verdict: Verdict
+    duplicate: bool = Field(description="The escalation had been judged before; this is its stored verdict.")
+    published: bool = Field(description="The verdict was also published to the device's verdict topic.")
+
+
+class ModelUpload(_Request):
+    manifest: ModelManifest
+    artifact_base64: str = Field(min_length=1, description="The artifact's bytes, base64 (standard alphabet).")
+    card: dict[str, Any] | None = Field(default=None, description="The model card (JSON), if there is one.")
+
+
+class RegisteredModelPublic(_Schema):
+    name: str
+    version: str
+    role: str
+    task: str
+    sha256: str
+    bytes: int
+    signed: bool
+    uploaded_at: datetime
+    uploaded_by: int | None
+
+    @classmethod
+    def from_row(cls, row: ModelVersion) -> RegisteredModelPublic:
+        return cls(
+            name=row.name,
+            version=row.version,
+            role=row.role,
+            task=row.task,
+            sha256=row.sha256,
+            bytes=row.size_bytes,
+            signed=row.manifest.get("signature") is not None,
+            uploaded_at=row.uploaded_at,
+            uploaded_by=row.uploaded_by,
+        )
+
+
+class RegisteredModelsPublic(_Schema):
+    items: list[RegisteredModelPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class AgreementPublic(_Schema):
+    edge_model: str
+    edge_model_version: str
+    device_group: str
+    judged: int
+    agreed: int
+    agreement_rate: float
+    first_at: datetime
+    last_at: datetime
+
+    @classmethod
+    def from_row(cls, row: AgreementStat) -> AgreementPublic:
+        return cls(
+            edge_model=row.edge_model,
+            edge_model_version=row.edge_model_version,
+            device_group=row.device_group,
+            judged=row.judged,
+            agreed=row.agreed,
+            agreement_rate=row.agreed / row.judged if row.judged else 0.0,
+            first_at=row.first_at,
+            last_at=row.last_at,
+        )
+
+
+class ModelCardPublic(_Schema):
+    model: RegisteredModelPublic
+    manifest: dict[str, Any]
+    card: dict[str, Any] | None
+    agreement: list[AgreementPublic] = Field(description="How often the full model agreed with this version.")
+
+
+class RolloutCreate(_Request):
+    model_name: Identifier
+    model_version: str = Field(min_length=1, max_length=64)
+    device_group: Identifier
+    canary_percent: float = Field(gt=0.0, le=100.0, allow_inf_nan=False)
+    incumbent_version: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Defaults to the group's last promoted version."
+    )
+    min_samples: int | None = Field(default=None, ge=1, le=1_000_000)
+    tolerance: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
+
+
+class RolloutAction(_Request):
+    reason: str | None = Field(default=None, max_length=400)
+
+
+class RolloutPublic(_Schema):
+    id: int
+    model_name: str
+    model_version: str
+    incumbent_version: str | None
+    device_group: str
+    canary_percent: float
+    min_samples: int
+    tolerance: float
+    state: RolloutState
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Rollout) -> RolloutPublic:
+        return cls(
+            id=row.id,
+            model_name=row.model_name,
+            model_version=row.model_version,
+            incumbent_version=row.incumbent_version,
+            device_group=row.device_group,
+            canary_percent=row.canary_percent,
+            min_samples=row.min_samples,
+            tolerance=row.tolerance,
+            state=row.state,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+class RolloutsPublic(_Schema):
+    items: list[RolloutPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class TransitionPublic(_Schema):
+    at: datetime
+    from_state: RolloutState | None
+    to_state: RolloutState
+    reason: str
+    actor: str
+    detail: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: RolloutTransition) -> TransitionPublic:
+        return cls(
+            at=row.at,
+            from_state=row.from_state,
+            to_state=row.to_state,
+            reason=row.reason,
+            actor=row.actor,
+            detail=dict(row.detail),
+        )
+
+
+class CohortPublic(_Schema):
+    devices: int
+    judged: int
+    agreed: int
+    errors: int
+    agreement_rate: float | None
+    error_rate: float | None
+
+    @classmethod
+    def from_stats(cls, stats: CohortStats) -> CohortPublic:
+        return cls.model_validate(stats.as_dict())
+
+
+class DecisionPublic(_Schema):
+    target: RolloutState | None = Field(description="What the figures call for now; null: keep waiting.")
+    reason: str
+
+
+class RolloutStatusPublic(_Schema):
+    rollout: RolloutPublic
+    canary: CohortPublic
+    incumbent: CohortPublic
+    decision: DecisionPublic
+    transitions: list[TransitionPublic]
+
+    @classmethod
+    def from_status(cls, status: RolloutStatus) -> RolloutStatusPublic:
+        return cls(
+            rollout=RolloutPublic.from_row(status.rollout),
+            canary=CohortPublic.from_stats(status.canary),
+            incumbent=CohortPublic.from_stats(status.incumbent),
+            decision=DecisionPublic(target=status.decision.target, reason=status.decision.reason),
+            transitions=[TransitionPublic.from_row(row) for row in status.transitions],
+        )
+
+
+class DriftAlertPublic(_Schema):
+    id: int
+    at: datetime
+    device_group: str
+    model: str
+    model_version: str
+    metric: str
+    psi: float
+    ks: float
+    ks_p_value: float
+    threshold_psi: float
+    live_count: int
+    reference_count: int
+
+    @classmethod
+    def from_row(cls, row: DriftAlert) -> DriftAlertPublic:
+        return cls(
+            id=row.id,
+            at=row.at,
+            device_group=row.device_group,
+            model=row.model,
+            model_version=row.model_version,
+            metric=row.metric,
+            psi=row.psi,
+            ks=row.ks,
+            ks_p_value=row.ks_p_value,
+            threshold_psi=row.threshold_psi,
+            live_count=row.live_count,
+            reference_count=row.reference_count,
+        )
+
+
+class DriftAlertsPublic(_Schema):
+    items: list[DriftAlertPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class TriggerPublic(_Schema):
+    id: int
+    at: datetime
+    device_group: str
+    model: str
+    model_version: str
+    reason: str
+    alert_id: int | None
+    consumed_at: datetime | None
+    consumed_by: str | None
+
+    @classmethod
+    def from_row(cls, row: RetrainingTrigger) -> TriggerPublic:
+        return cls(
+            id=row.id,
+            at=row.at,
+            device_group=row.device_group,
+            model=row.model,
+            model_version=row.model_version,
+            reason=row.reason,
+            alert_id=row.alert_id,
+            consumed_at=row.consumed_at,
+            consumed_by=row.consumed_by,
+        )
+
+
+class TriggersPublic(_Schema):
+    items: list[TriggerPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class DriftCheckPublic(_Schema):
+    checked: int = Field(description="Metrics compared (per group, model version and metric).")
+    drifted: int
+    alerts: list[DriftAlertPublic]
+    triggers: list[TriggerPublic]
+
+    @classmethod
+    def from_report(cls, report: DriftReport) -> DriftCheckPublic:
+        return cls(
+            checked=len(report.checked),
+            drifted=sum(check.drifted for check in report.checked),
+            alerts=[DriftAlertPublic.from_row(alert) for alert in report.alerts],
+            triggers=[TriggerPublic.from_row(trigger) for trigger in report.triggers],
+        )
+
+
+class TokenCreate(_Request):
+    scope: Scope
+    device_id: Identifier | None = Field(default=None, description="Required for (and only for) device tokens.")
+    label: str = Field(default="", max_length=128)
+
+
+class TokenPublic(_Schema):
+    id: int
+    scope: Scope
+    device_id: str | None
+    label: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: ApiToken) -> TokenPublic:
+        return cls(
+            id=row.id,
+            scope=row.scope,
+            device_id=row.device_id,
+            label=row.label,
+            created_at=row.created_at,
+            revoked_at=row.revoked_at,
+        )
+
+
+class TokenCreatedPublic(_Schema):
+    token: str = Field(description="The secret, shown this once; the hub keeps only its sha256.")
+    id: int
+    scope: Scope
+    device_id: str | None
+
+
+class WhoAmIPublic(_Schema):
+    token_id: int
+    scope: Scope
+    device_id: str | None
+    label: str
+
+    @classmethod
+    def from_principal(cls, principal: Principal) -> WhoAmIPublic:
+        return cls(
+            token_id=principal.token_id, scope=principal.scope, device_id=principal.device_id, label=principal.label
+        )
+
+
+class AuditEntryPublic(_Schema):
+    id: int
+    at: datetime
+    token_id: int | None
+    scope: str | None
+    device_id: str | None
+    action: str
+    target: str
+    status: int
+    detail: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: AuditEntry) -> AuditEntryPublic:
+        return cls(
+            id=row.id,
+            at=row.at,
+            token_id=row.token_id,
+            scope=row.scope,
+            device_id=row.device_id,
+            action=row.action,
+            target=row.target,
+            status=row.status,
+            detail=dict(row.detail),
+        )
+
+
+class AuditPublic(_Schema):
+    items: list[AuditEntryPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class InvalidPublic(_Schema):
+    """A 422: a reason (from the hub) or, for a request that does not fit its schema, the list of issues."""
+
+    detail: str | list[dict[str, Any]]

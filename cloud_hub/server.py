@@ -21,7 +21,8 @@ from types import TracebackType
 import uvicorn
 
 from cloud_hub.adjudication import Judge
-from cloud_hub.api import HubServices, create_app
+from cloud_hub.api import create_app
+from cloud_hub.dependencies import HubServices
 from cloud_hub.errors import HubError, HubStartupError
 from cloud_hub.ingest import IngestCounters, Ingestor
 from cloud_hub.log import log_event

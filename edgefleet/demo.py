@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import shutil
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -42,6 +44,8 @@ log = logging.getLogger("edgefleet.demo")
 SITE = "demo-site"
 EDGE_MANIFEST = "italy_power_edge_int8.manifest.json"
 CLOUD_MANIFEST = "italy_power_cloud_fp32.manifest.json"
+DEMO_TOKEN = "efh_" + secrets.token_urlsafe(32)
+"""The demo hub's admin token: made afresh per run, good only while the demo runs."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> Demo
             model_manifest=cloud_manifest,
             port=0,
             demo_mode=True,
+            admin_token=SecretStr(DEMO_TOKEN),
         )
         async with HubServer(hub_settings) as hub:
             console.print(f"hub: {hub.base_url} (SQLite at {options.workdir / 'hub.db'})")
@@ -176,7 +181,8 @@ async def _run_fleet(
             if live is not None:
                 live.update(_table(fleet, agents, score, time.monotonic() - started, options.duration_s))
 
-        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as client:
+        admin = {"Authorization": f"Bearer {DEMO_TOKEN}"}
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10, headers=admin) as client:
             stats = (await client.get("/api/v1/stats")).json()
             devices = (await client.get("/api/v1/devices", params={"limit": 1000})).json()
     checks = _checks(fleet, agents, stats, devices, score)

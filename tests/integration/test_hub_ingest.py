@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import aiomqtt
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from cloud_hub.server import HubServer
 from cloud_hub.settings import HubSettings
@@ -30,6 +32,8 @@ from tests.unit.cloud_hub.factories import SUMMER, WINTER, write_tiny_model
 
 pytestmark = pytest.mark.integration
 
+ADMIN_TOKEN = "efh_" + secrets.token_urlsafe(32)
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 COMMITTED_MANIFEST = REPO / "models/quantized/italy_power_cloud_fp32.manifest.json"
 DEVICE = Topic(site="site-1", device="dev-1", kind=Kind.ESCALATION)
 WAIT_S = 15.0
@@ -60,6 +64,7 @@ def hub_settings(broker: Mosquitto, tmp_path: Path, manifest: Path) -> HubSettin
         model_manifest=manifest,
         port=0,
         max_wait_ms=1.0,
+        admin_token=SecretStr(ADMIN_TOKEN),
     )
 
 
@@ -124,7 +129,7 @@ async def test_escalations_get_verdicts_and_are_stored_once(
         third = await next_verdict(device, "an escalation after the malformed payload")
         assert third.escalation_id == later.message_id
 
-        async with httpx.AsyncClient(base_url=hub.base_url) as http:
+        async with httpx.AsyncClient(base_url=hub.base_url, headers=ADMIN) as http:
             events = (await http.get("/api/v1/events", params={"kind": "escalation", "device": "dev-1"})).json()
             devices = (await http.get("/api/v1/devices")).json()
             health = (await http.get("/api/v1/health")).json()
@@ -162,3 +167,51 @@ async def test_hub_reconnects_after_the_broker_restarts(own_mosquitto: Mosquitto
             await device.publish(str(DEVICE), encode(esc), qos=1)
             verdict = await next_verdict(device, "an escalation after the broker restarted")
         assert verdict.escalation_id == esc.message_id
+
+
+async def test_https_escalation_verdict_goes_back_over_mqtt_too(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    settings = hub_settings(mosquitto, tmp_path, write_tiny_model(tmp_path / "model"))
+    async with (
+        HubServer(settings) as hub,
+        aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="test-device-dev-1") as device,
+        httpx.AsyncClient(base_url=hub.base_url, headers=ADMIN) as admin,
+    ):
+        await device.subscribe(str(DEVICE.sibling(Kind.VERDICT)), qos=1)
+        token = (await admin.post("/api/v1/tokens", json={"scope": "device", "device_id": "dev-1"})).json()["token"]
+        esc = factories.escalation(values=SUMMER)
+        response = await admin.post(
+            "/api/v1/escalations",
+            content=encode(esc),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["published"] is True
+        over_mqtt = await next_verdict(device, "the verdict of an escalation sent over HTTPS")
+        assert over_mqtt.model_dump(mode="json", by_alias=True) == response.json()["verdict"]
+
+        # The same escalation over MQTT now is a duplicate: answered with the same verdict, stored once.
+        await device.publish(str(DEVICE), encode(esc), qos=1)
+        assert await next_verdict(device, "the escalation sent again over MQTT") == over_mqtt
+        assert (await admin.get("/api/v1/stats")).json()["escalations"] == 1
+
+
+async def test_two_hub_workers_share_escalations(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """Two workers on one database behind one shared subscription: each escalation judged by one of them."""
+    manifest = write_tiny_model(tmp_path / "model")
+    first = hub_settings(mosquitto, tmp_path, manifest)
+    second = first.model_copy(update={"port": 0})
+    async with (
+        HubServer(first) as one,
+        HubServer(second) as two,
+        aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="test-device-dev-1") as device,
+    ):
+        await device.subscribe(str(DEVICE.sibling(Kind.VERDICT)), qos=1)
+        sent = [factories.escalation(values=WINTER if index % 2 else SUMMER) for index in range(40)]
+        for esc in sent:
+            await device.publish(str(DEVICE), encode(esc), qos=1)
+        verdicts = [await next_verdict(device, f"verdict {index}") for index in range(len(sent))]
+        assert one.counters is not None and two.counters is not None
+        judged = (one.counters.judged, two.counters.judged)
+        assert sum(judged) == len(sent), f"each escalation judged once across the workers, got {judged}"
+        assert min(judged) > 0, f"the shared subscription spreads the load, got {judged}"
+        assert {verdict.escalation_id for verdict in verdicts} == {esc.message_id for esc in sent}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import secrets
 import signal
 import sqlite3
 import subprocess
@@ -23,6 +24,7 @@ import aiomqtt
 import httpx
 import numpy as np
 import pytest
+from pydantic import SecretStr
 
 from cloud_hub.server import HubServer
 from cloud_hub.settings import HubSettings
@@ -103,8 +105,12 @@ def escalation_ids(log: Path) -> set[str]:
     return set(re.findall(r"event=escalated device_id=\S+ message_id=(\w+)", log.read_text()))
 
 
+ADMIN_TOKEN = "efh_" + secrets.token_urlsafe(32)
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
 async def stats(url: str) -> dict[str, int]:
-    async with httpx.AsyncClient(base_url=url) as client:
+    async with httpx.AsyncClient(base_url=url, headers=ADMIN) as client:
         return (await client.get("/api/v1/stats")).json()  # type: ignore[no-any-return]
 
 
@@ -117,6 +123,7 @@ async def test_nothing_is_lost_or_stored_twice_across_an_outage_and_a_killed_age
         broker=BrokerSettings(host=uplink.host, port=uplink.port),
         model_manifest=MODELS / "italy_power_cloud_fp32.manifest.json",
         port=0,
+        admin_token=SecretStr(ADMIN_TOKEN),
     )
     config = agent_config(tmp_path, feed_broker, uplink)
     logs = [tmp_path / "agent-1.log", tmp_path / "agent-2.log"]
@@ -153,7 +160,7 @@ async def test_nothing_is_lost_or_stored_twice_across_an_outage_and_a_killed_age
                 agent.wait(20)
 
         made = escalation_ids(logs[0]) | escalation_ids(logs[1])
-        async with httpx.AsyncClient(base_url=hub.base_url) as client:
+        async with httpx.AsyncClient(base_url=hub.base_url, headers=ADMIN) as client:
             stored_ids: list[str] = []
             offset = 0
             while True:

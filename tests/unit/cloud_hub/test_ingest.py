@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from cloud_hub.adjudication import BatchingJudge, Judge
+from cloud_hub.adjudication import Adjudicator, Judge
 from cloud_hub.errors import PublishError
 from cloud_hub.ingest import Backoff, MessageHandler, subscriptions
 from cloud_hub.store import DeviceStatus, EventKind, Store
@@ -38,8 +38,8 @@ class FakePublisher:
 
 @pytest.fixture
 async def handler(store: Store, judge: Judge) -> AsyncIterator[MessageHandler]:
-    async with BatchingJudge(judge, max_batch=8, max_wait_ms=0.0) as batching:
-        yield MessageHandler(store=store, judge=batching, clock=lambda: 1_750_000_000.0)
+    async with Adjudicator(judge, store, max_batch=8, max_wait_ms=0.0, clock=lambda: 1_750_000_000.0) as adjudicator:
+        yield MessageHandler(store=store, adjudicator=adjudicator)
 
 
 async def feed(handler: MessageHandler, topic: str, payload: bytes, publish: FakePublisher) -> None:

@@ -45,3 +45,20 @@ def test_empty_share_group_means_plain_subscription(value: str) -> None:
 def test_invalid_settings_are_refused(values: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         HubSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("secret", ["changeme", "admin", "short-but-not-a-placeholder"])
+def test_placeholder_secrets_are_refused_outside_demo_mode(secret: str) -> None:
+    with pytest.raises(ValidationError, match="refuses to start with it outside demo mode"):
+        HubSettings(admin_token=secret)
+    assert HubSettings(admin_token=secret, demo_mode=True).demo_mode
+
+
+def test_a_placeholder_broker_password_is_refused_outside_demo_mode() -> None:
+    with pytest.raises(ValidationError, match=r"broker\.password"):
+        HubSettings(broker={"password": "changeme"})
+
+
+def test_a_strong_admin_token_is_accepted() -> None:
+    settings = HubSettings(admin_token="efh_" + "k" * 43)
+    assert settings.admin_token is not None

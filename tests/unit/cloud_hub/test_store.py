@@ -213,7 +213,7 @@ def test_bad_database_urls(url: str, message: str) -> None:
 async def test_database_failures_become_store_errors(tmp_path: Path) -> None:
     (tmp_path / "a-directory.db").mkdir()
     async with Store.open(f"sqlite+aiosqlite:///{tmp_path / 'a-directory.db'}") as broken:
-        with pytest.raises(StoreError, match="could not create the schema"):
+        with pytest.raises(StoreError, match="could not migrate the schema"):
             await broken.init_schema()
 
 
