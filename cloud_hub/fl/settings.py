@@ -1,0 +1,68 @@
+"""The federated run's settings: the ServerApp's run config (``[tool.flwr.app.config]``, ``--run-config``).
+
+Flower hands the run config over as a flat mapping with dashed keys; :class:`RunSettings` validates it
+once, at the start of the run, so a typo fails the run before any device trains.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cloud_hub.fl.errors import SettingsError
+
+StrategyName = Literal["fedavg", "fedmedian", "fedtrimmedavg", "multikrum"]
+ROBUST_DEFAULT: StrategyName = "fedmedian"
+
+
+class RunSettings(BaseModel):
+    """One federated run (all paths may be relative to the directory the SuperLink runs in)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=lambda name: name.replace("_", "-"))
+
+    num_rounds: int = Field(default=3, ge=1, le=10_000)
+    strategy: StrategyName = "fedavg"
+    min_nodes: int = Field(default=2, ge=1, description="Nodes a round waits for (train and evaluate).")
+    fraction_train: float = Field(default=1.0, gt=0.0, le=1.0)
+    fraction_evaluate: float = Field(default=1.0, ge=0.0, le=1.0)
+    trim_beta: float = Field(default=0.2, ge=0.0, lt=0.5, description="FedTrimmedAvg: share cut at each end.")
+    krum_malicious: int = Field(default=1, ge=0, description="MultiKrum: attackers tolerated.")
+    krum_select: int = Field(default=2, ge=1, description="MultiKrum: updates averaged.")
+    local_epochs: int = Field(default=5, ge=1, le=1000)
+    learning_rate: float = Field(default=0.05, gt=0.0)
+    batch_size: int = Field(default=32, ge=1)
+    round_timeout_s: float = Field(default=600.0, gt=0.0)
+    first_round_id: int = Field(default=0, ge=0, description="0: the round after the journal's last one.")
+    device_keys: Path = Field(description="Directory of <device-id>.pem Ed25519 public keys.")
+    initial_head: Path = Field(description="The starting head (.npz with weight and bias).")
+    state_dir: Path = Field(description="Where the run journals its rounds and writes the final head.")
+    backbone_fp32: Path | None = Field(default=None, description="Build the next edge model from this backbone.")
+    calibration: Path | None = Field(default=None, description="Windows (.npy) that calibrate int8 quantization.")
+    model_signing_key: Path | None = Field(default=None, description="Ed25519 PEM key that signs the next model.")
+    model_version: str = Field(default="", description="Version of the next model; empty: the run's round ids.")
+    task_description: Path | None = Field(
+        default=None, description="The task's federated description (labels, input), as models/federated.py writes it."
+    )
+    chain: Literal["memory", "evm"] = Field(
+        default="memory", description="memory: the in-memory notary (tests, demos); evm: the notary contract."
+    )
+    chain_url: str = Field(default="", description="Ethereum JSON-RPC URL; empty runs an EVM inside the ServerApp.")
+    chain_contract: str = Field(default="", description="The deployed notary contract's address.")
+    chain_key_file: Path | None = Field(default=None, description="Hex private key of the hub's notary account.")
+    hub_url: str = Field(
+        default="", description="Register the next model with this hub's API; empty: state-dir/registry."
+    )
+    hub_token_file: Path | None = Field(default=None, description="File holding an API token of the models scope.")
+    backbone_int8: Path | None = Field(default=None, description="The devices' backbone, for the hub's held-out check.")
+    holdout: Path | None = Field(default=None, description="Held-out windows and labels (.npz: windows, labels).")
+
+    @classmethod
+    def from_run_config(cls, run_config: dict[str, object]) -> RunSettings:
+        """Validate Flower's run config; empty strings stand for unset optional paths."""
+        values = {key: value for key, value in run_config.items() if value != ""}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError(f"invalid federated run config: {exc}") from exc

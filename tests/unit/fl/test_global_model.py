@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud_hub.fl.errors import ModelBuildError
+from cloud_hub.fl.evaluation import embed, read_task_description
+from cloud_hub.fl.global_model import build_global_model, model_accuracy
+from cloud_hub.fl.registry import (
+    DirectoryModelRegistry,
+    HubApiModelRegistry,
+    InMemoryModelRegistry,
+    publish_global_model,
+)
+from protocol.signing import verify
+from tests.unit.fl.conftest import (
+    BACKBONE_FP32,
+    BACKBONE_INT8,
+    CALIBRATION,
+    DESCRIPTION,
+    INITIAL_HEAD,
+    synthetic_windows,
+)
+
+
+def test_the_next_model_is_the_backbone_and_head_in_int8_signed(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    description = dataclasses.replace(read_task_description(DESCRIPTION), version="fl-1-3")
+    with np.load(INITIAL_HEAD) as head:
+        weight, bias = head["weight"], head["bias"]
+    built = build_global_model(
+        backbone_fp32=BACKBONE_FP32,
+        weight=weight,
+        bias=bias,
+        calibration=np.load(CALIBRATION),
+        description=description,
+        output_dir=tmp_path,
+        signing_key=key,
+    )
+    verify(built.manifest, [key.public_key()])
+    assert built.manifest.quantization.scheme == "qdq-int8-static"
+    assert built.manifest.input.window_size == 512 and built.manifest.output.labels == [str(i) for i in range(11)]
+    ops = {node.op_type for node in __import__("onnx").load(str(built.artifact)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Gemm", "Softmax"} <= ops
+
+    # The model decides as the devices' int8 backbone with the same head does, on almost every window.
+    labels = np.arange(200, dtype=np.int64) % 11
+    windows = synthetic_windows(labels, seed=3)
+    expected = np.argmax(embed(BACKBONE_INT8, windows) @ weight.T + bias, axis=1)
+    assert model_accuracy(built.artifact, windows, expected) >= 0.9
+
+    registry = InMemoryModelRegistry()
+    registration = publish_global_model(built, registry)
+    assert registration.sha256 == built.manifest.sha256
+    with pytest.raises(ModelBuildError, match="already"):
+        publish_global_model(built, registry)
+    on_disk = publish_global_model(built, DirectoryModelRegistry(tmp_path / "registry"))
+    assert (Path(on_disk.location) / built.manifest.artifact).read_bytes() == built.artifact.read_bytes()
+
+
+def test_an_unsigned_model_is_not_published_and_a_wrong_head_not_built(tmp_path: Path) -> None:
+    description = dataclasses.replace(read_task_description(DESCRIPTION), version="x")
+    with np.load(INITIAL_HEAD) as head:
+        weight, bias = head["weight"], head["bias"]
+    calibration = np.load(CALIBRATION)[:16]
+    built = build_global_model(
+        backbone_fp32=BACKBONE_FP32,
+        weight=weight,
+        bias=bias,
+        calibration=calibration,
+        description=description,
+        output_dir=tmp_path,
+        signing_key=None,
+    )
+    with pytest.raises(ModelBuildError, match="not signed"):
+        publish_global_model(built, InMemoryModelRegistry())
+    with pytest.raises(ModelBuildError, match="does not fit"):
+        build_global_model(
+            backbone_fp32=BACKBONE_FP32,
+            weight=weight[:, :8],
+            bias=bias,
+            calibration=calibration,
+            description=description,
+            output_dir=tmp_path,
+            signing_key=None,
+        )
+
+
+def test_the_hub_api_registry_uploads_the_signed_model(tmp_path: Path) -> None:
+    import base64
+
+    import httpx
+
+    key = Ed25519PrivateKey.generate()
+    description = dataclasses.replace(read_task_description(DESCRIPTION), version="fl-7-9")
+    with np.load(INITIAL_HEAD) as head:
+        built = build_global_model(
+            backbone_fp32=BACKBONE_FP32,
+            weight=head["weight"],
+            bias=head["bias"],
+            calibration=np.load(CALIBRATION)[:16],
+            description=description,
+            output_dir=tmp_path,
+            signing_key=key,
+        )
+    received: list[httpx.Request] = []
+
+    def hub(request: httpx.Request) -> httpx.Response:
+        received.append(request)
+        body = json.loads(request.content)
+        if body["manifest"]["version"] == "refused":
+            return httpx.Response(422, json={"detail": "not signed by a trusted key"})
+        return httpx.Response(201, json={"name": body["manifest"]["name"]})
+
+    registry = HubApiModelRegistry("http://hub.test/", "tok", client=httpx.Client(transport=httpx.MockTransport(hub)))
+    registration = registry.register(built.artifact, built.manifest)
+    (request,) = received
+    assert request.url == "http://hub.test/api/v1/models" and request.headers["Authorization"] == "Bearer tok"
+    body = json.loads(request.content)
+    assert base64.b64decode(body["artifact_base64"]) == built.artifact.read_bytes()
+    assert body["manifest"]["signature"] == built.manifest.signature
+    assert registration.location.endswith("/federated_plaid_edge_int8/fl-7-9")
+    refused = built.manifest.model_copy(update={"version": "refused"})
+    with pytest.raises(ModelBuildError, match=r"422 .*trusted key"):
+        registry.register(built.artifact, refused)
