@@ -55,6 +55,7 @@ from cloud_hub.drift import DriftMonitor
 from cloud_hub.errors import (
     ConflictError,
     HubError,
+    HubStartupError,
     JudgeError,
     ModelRejectedError,
     NotFoundError,
@@ -62,15 +63,19 @@ from cloud_hub.errors import (
     StoreError,
     WindowError,
 )
+from cloud_hub.fl.routes import router as federated_router
+from cloud_hub.fl.runs import FederatedRuns
 from cloud_hub.ingest import Ingestor
 from cloud_hub.log import log_event
 from cloud_hub.metrics import HubMetrics
-from cloud_hub.registry import ModelRegistry, read_trusted_keys
+from cloud_hub.notary.interface import Notary
+from cloud_hub.registry import ModelNotAnchoredError, ModelRegistry, read_trusted_keys
 from cloud_hub.rollout import RolloutService
 from cloud_hub.schemas import (
     AgreementPublic,
     AuditEntryPublic,
     AuditPublic,
+    ChainPublic,
     DevicePublic,
     DeviceRegister,
     DevicesPublic,
@@ -271,7 +276,15 @@ async def post_escalation(
 
 
 @router.post(
-    "/models", response_model=RegisteredModelPublic, status_code=201, tags=["models"], responses={**INVALID, **CONFLICT}
+    "/models",
+    response_model=RegisteredModelPublic,
+    status_code=201,
+    tags=["models"],
+    responses={
+        **INVALID,
+        **CONFLICT,
+        503: {"model": ProblemPublic, "description": "The chain did not anchor the model; nothing was stored."},
+    },
 )
 async def upload_model(
     body: ModelUpload, response: Response, services: ServicesDep, principal: Operator
@@ -280,6 +293,7 @@ async def upload_model(
 
     The artifact's size and sha256 must match the manifest and the manifest must be signed by a key the
     hub trusts. The same upload again answers 200; the same name and version with other bytes, 409.
+    A hub with a notary anchors the sha256 on chain first: 503 (nothing stored) when that fails.
     """
     try:
         artifact = base64.b64decode(body.artifact_base64, validate=True)
@@ -356,6 +370,21 @@ async def download_model(
             "Content-Disposition": f'attachment; filename="{name}-{version}.onnx"',
         },
     )
+
+
+@router.get(
+    "/chain",
+    response_model=ChainPublic,
+    tags=["models"],
+    responses={404: {"model": ProblemPublic, "description": "The hub anchors no models on chain."}},
+)
+async def get_chain(request: Request, services: ServicesDep, _: ReaderOrDevice) -> ChainPublic:
+    """The chain and contract the registry anchors models on, so that a device checks against the same."""
+    notary = services.registry.notary
+    rpc_url: str | None = getattr(request.app.state, "chain_url", None)
+    if notary is None or rpc_url is None:
+        raise HTTPException(status_code=404, detail="this hub anchors no models on chain (no [hub.chain] settings)")
+    return ChainPublic(rpc_url=rpc_url, contract_address=notary.address)
 
 
 # Rollouts ------------------------------------------------------------------------------------------
@@ -594,6 +623,31 @@ def _problem(status: int) -> Callable[[Request, Exception], Awaitable[JSONRespon
     return handler
 
 
+async def _not_anchored(request: Request, exc: Exception) -> JSONResponse:
+    log_event(logger, logging.ERROR, "model_not_anchored", path=request.url.path, reason=str(exc))
+    return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "5"})
+
+
+async def _open_notary(settings: HubSettings, stack: AsyncExitStack, app: FastAPI) -> Notary:
+    """The registry's notary; with the in-process EVM, its reads served on loopback for devices."""
+    chain = settings.chain
+    assert chain is not None
+    try:
+        from cloud_hub.notary.chain import open_notary
+        from cloud_hub.notary.rpc import ChainReadServer
+    except ImportError as exc:
+        raise HubStartupError(f"[hub.chain] is set but the chain extra is not installed: {exc}") from exc
+    # Compiling the contract and deploying it (in process) block: keep them off the event loop.
+    notary = await asyncio.to_thread(open_notary, chain, deploy=chain.url is None)
+    rpc_url = chain.url
+    if rpc_url is None:
+        reads = stack.enter_context(ChainReadServer(notary, host=settings.host, port=settings.chain_read_port))
+        rpc_url = reads.url
+    app.state.chain_url = settings.chain_public_url or rpc_url
+    log_event(logger, logging.INFO, "notary_ready", contract=notary.address, rpc_url=app.state.chain_url)
+    return notary
+
+
 async def _every(interval_s: float, action: Callable[[], Awaitable[object]], what: str) -> None:
     while True:
         await asyncio.sleep(interval_s)
@@ -640,11 +694,13 @@ def create_app(
                         "no_admin_token",
                         hint="make one with: edgefleet hub token create --scope admin",
                     )
+                notary = await _open_notary(settings, stack, app) if settings.chain is not None else None
                 registry = ModelRegistry(
                     store,
                     trusted_keys=read_trusted_keys(settings.trusted_model_keys),
                     allow_unsigned=settings.demo_mode,
                     max_bytes=settings.max_upload_bytes,
+                    notary=notary,
                 )
                 judge: Judge | None = None
                 adjudicator: Adjudicator | None = None
@@ -694,6 +750,7 @@ def create_app(
                     ks_alpha=settings.drift_ks_alpha,
                 )
                 drift.on_drift(lambda alert, trigger: metrics.drift_alerts.labels(metric=alert.metric).inc())
+                federation = FederatedRuns.from_settings(settings.fl, drift=drift, notary=notary)
             except HubError as exc:
                 app.state.startup_error = exc
                 log_event(logger, logging.ERROR, "hub_start_failed", reason=str(exc))
@@ -711,6 +768,7 @@ def create_app(
                 metrics=metrics,
             )
             app.state.services = services
+            app.state.federation = federation
             await _refresh_rollout_gauge(services)
             tasks: list[asyncio.Task[None]] = []
             if background:
@@ -721,6 +779,10 @@ def create_app(
 
                 tasks.append(asyncio.create_task(_every(settings.rollout_interval_s, evaluate, "rollout_evaluation")))
                 tasks.append(asyncio.create_task(_every(settings.drift_interval_s, drift.check, "drift_check")))
+                if federation.schedules:  # drift (or a schedule) starts federated runs
+                    tasks.append(
+                        asyncio.create_task(_every(federation.check_interval_s, federation.start_due, "fl_trigger"))
+                    )
             log_event(
                 logger,
                 logging.INFO,
@@ -739,6 +801,7 @@ def create_app(
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 app.state.services = None
+                app.state.federation = None
                 log_event(logger, logging.INFO, "hub_stopping")
 
     app = FastAPI(
@@ -750,10 +813,13 @@ def create_app(
     app.state.settings = settings
     app.state.services = None
     app.state.metrics = metrics
+    app.state.chain_url = None
+    app.state.federation = None
     app.add_exception_handler(StoreError, _problem(503))
     app.add_exception_handler(NotFoundError, _problem(404))
     app.add_exception_handler(ConflictError, _problem(409))
     app.add_exception_handler(ModelRejectedError, _problem(422))
+    app.add_exception_handler(ModelNotAnchoredError, _not_anchored)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -784,6 +850,7 @@ def create_app(
 
     app.include_router(router)
     app.include_router(public_router)
+    app.include_router(federated_router)  # /api/v1/fl: rounds, proofs, runs
     # Routers of other components (the federated-learning coordinator's rounds, for one) go in here.
     for extra in extra_routers:
         app.include_router(extra)

@@ -6,10 +6,20 @@ with no trusted keys accepts unsigned models; any other hub refuses them. Upload
 and version again is accepted when the bytes are the same (a retried upload) and refused otherwise.
 
 Artifacts live in the database beside their manifests, so every hub worker serves every model.
+
+With a notary, the registry anchors each new model's sha256 on chain under
+:func:`protocol.notary.model_anchor_id` (``<name>@<version>``) *before* it stores the model, and keeps
+the contract, transaction and block in the model's row. A chain that cannot be reached refuses the
+upload (:class:`ModelNotAnchoredError`, HTTP 503) and stores nothing, so a registered model is always
+anchored; the retried upload anchors it. A model anchored by an earlier attempt whose row was not
+stored (the hub stopped in between) is found on chain and stored without a transaction hash. An id
+already anchored with another sha256 is a conflict: that name and version can never be registered.
+A model registered before the hub had a notary is anchored when it is uploaded again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +29,27 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import defer
 
-from cloud_hub.errors import ConflictError, HubStartupError, ModelRejectedError, NotFoundError
+from cloud_hub.errors import ConflictError, HubError, HubStartupError, ModelRejectedError, NotFoundError
+from cloud_hub.notary.errors import ModelAlreadyAnchoredError, NotaryError
+from cloud_hub.notary.interface import Notary
 from cloud_hub.store import ModelVersion, Page, Store, utc_now
 from protocol.manifest import ModelManifest
+from protocol.notary import NotaryAbiError, model_anchor_id
 from protocol.signing import SignatureError, load_public_key, verify
+
+
+class ModelNotAnchoredError(HubError):
+    """The notary could not anchor a model's sha256 (chain unreachable, timed out, refused): HTTP 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """Where a model's sha256 is anchored; ``tx_hash`` and ``block_number`` are None when an earlier
+    attempt anchored it."""
+
+    contract: str
+    tx_hash: str | None
+    block_number: int | None
 
 
 def read_trusted_keys(paths: list[Path]) -> list[Ed25519PublicKey]:
@@ -56,11 +83,45 @@ class ModelRegistry:
         trusted_keys: list[Ed25519PublicKey],
         allow_unsigned: bool = False,
         max_bytes: int = 64 * 1024 * 1024,
+        notary: Notary | None = None,
     ) -> None:
         self._store = store
         self._keys = trusted_keys
         self._allow_unsigned = allow_unsigned and not trusted_keys
         self._max_bytes = max_bytes
+        self.notary = notary
+        # One anchoring at a time: the notary's transactions are serialised anyway, and two uploads of the
+        # same model must not both send one.
+        self._anchoring = asyncio.Lock()
+
+    async def anchor(self, name: str, version: str, sha256: str) -> Anchor:
+        """Anchor ``sha256`` for the model on chain (see the module's docstring for the cases)."""
+        notary = self.notary
+        if notary is None:
+            raise HubError("the registry has no notary")
+        model_id = model_anchor_id(name, version)
+        digest = bytes.fromhex(sha256)
+        async with self._anchoring:
+            try:
+                receipt = await asyncio.to_thread(notary.anchor_model, model_id, digest)
+            except ModelAlreadyAnchoredError:
+                anchored = await self._read_anchor(notary, model_id)
+                if anchored != digest:
+                    raise ConflictError(
+                        f"model {name} {version} is anchored on chain {notary.address} with sha256 "
+                        f"{anchored.hex() if anchored else '(none)'}, not {sha256}; give the model a new version"
+                    ) from None
+                return Anchor(contract=notary.address, tx_hash=None, block_number=None)
+            except (NotaryError, NotaryAbiError) as exc:
+                raise ModelNotAnchoredError(f"model {name} {version} was not anchored on chain: {exc}") from exc
+        return Anchor(contract=notary.address, tx_hash="0x" + receipt.tx_hash.hex(), block_number=receipt.block_number)
+
+    @staticmethod
+    async def _read_anchor(notary: Notary, model_id: str) -> bytes | None:
+        try:
+            return await asyncio.to_thread(notary.model_anchor, model_id)
+        except (NotaryError, NotaryAbiError) as exc:
+            raise ModelNotAnchoredError(f"reading the anchor of {model_id}: {exc}") from exc
 
     def check(self, manifest: ModelManifest, artifact: bytes) -> None:
         """Raise :class:`ModelRejectedError` unless ``artifact`` is what ``manifest`` describes, signed."""
@@ -88,8 +149,13 @@ class ModelRegistry:
     async def upload(
         self, manifest: ModelManifest, artifact: bytes, *, card: dict[str, Any] | None = None, uploaded_by: int | None
     ) -> tuple[ModelVersion, bool]:
-        """Check and keep a model; return it and whether it is new (``False``: the same upload again)."""
+        """Check, anchor (with a notary) and keep a model; return it and whether it is new (``False``: the
+        same upload again)."""
         self.check(manifest, artifact)
+        existing = await self._find(manifest)
+        if existing is not None and (self.notary is None or existing.anchor_contract is not None):
+            return existing, False
+        anchor = await self.anchor(manifest.name, manifest.version, manifest.sha256) if self.notary else None
         async with self._store.transaction("store a model") as session:
             existing = await session.scalar(
                 select(ModelVersion)
@@ -97,11 +163,11 @@ class ModelRegistry:
                 .where(ModelVersion.name == manifest.name, ModelVersion.version == manifest.version)
             )
             if existing is not None:
-                if existing.sha256 != manifest.sha256:
-                    raise ConflictError(
-                        f"model {manifest.name} {manifest.version} is already registered with other bytes "
-                        f"(sha256 {existing.sha256}); give the new model a new version"
-                    )
+                self._same_bytes(existing, manifest)
+                if anchor is not None and existing.anchor_contract is None:
+                    existing.anchor_contract = anchor.contract
+                    existing.anchor_tx = anchor.tx_hash
+                    existing.anchor_block = anchor.block_number
                 return existing, False
             row = ModelVersion(
                 name=manifest.name,
@@ -115,10 +181,33 @@ class ModelRegistry:
                 artifact=artifact,
                 uploaded_at=utc_now(),
                 uploaded_by=uploaded_by,
+                anchor_contract=anchor.contract if anchor else None,
+                anchor_tx=anchor.tx_hash if anchor else None,
+                anchor_block=anchor.block_number if anchor else None,
             )
             session.add(row)
             await session.flush()
         return row, True
+
+    async def _find(self, manifest: ModelManifest) -> ModelVersion | None:
+        """The registered row of the manifest's name and version; ConflictError if its bytes differ."""
+        async with self._store.transaction("read a model") as session:
+            existing = await session.scalar(
+                select(ModelVersion)
+                .options(defer(ModelVersion.artifact))
+                .where(ModelVersion.name == manifest.name, ModelVersion.version == manifest.version)
+            )
+        if existing is not None:
+            self._same_bytes(existing, manifest)
+        return existing
+
+    @staticmethod
+    def _same_bytes(existing: ModelVersion, manifest: ModelManifest) -> None:
+        if existing.sha256 != manifest.sha256:
+            raise ConflictError(
+                f"model {manifest.name} {manifest.version} is already registered with other bytes "
+                f"(sha256 {existing.sha256}); give the new model a new version"
+            )
 
     async def list(self, *, name: str | None = None, limit: int = 100, offset: int = 0) -> Page[ModelVersion]:
         conditions = [ModelVersion.name == name] if name is not None else []

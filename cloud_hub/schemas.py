@@ -272,6 +272,15 @@ class ModelUpload(_Request):
     card: dict[str, Any] | None = Field(default=None, description="The model card (JSON), if there is one.")
 
 
+class ModelAnchorPublic(_Schema):
+    """Where the model's sha256 is anchored on chain (under ``<name>@<version>``)."""
+
+    model_id: str
+    contract: str
+    tx_hash: str | None = Field(description="Null when an earlier, interrupted upload sent the transaction.")
+    block_number: int | None
+
+
 class RegisteredModelPublic(_Schema):
     name: str
     version: str
@@ -282,6 +291,7 @@ class RegisteredModelPublic(_Schema):
     signed: bool
     uploaded_at: datetime
     uploaded_by: int | None
+    anchor: ModelAnchorPublic | None = Field(default=None, description="Null: the hub anchors no models.")
 
     @classmethod
     def from_row(cls, row: ModelVersion) -> RegisteredModelPublic:
@@ -295,7 +305,25 @@ class RegisteredModelPublic(_Schema):
             signed=row.manifest.get("signature") is not None,
             uploaded_at=row.uploaded_at,
             uploaded_by=row.uploaded_by,
+            anchor=(
+                ModelAnchorPublic(
+                    model_id=f"{row.name}@{row.version}",
+                    contract=row.anchor_contract,
+                    tx_hash=row.anchor_tx,
+                    block_number=row.anchor_block,
+                )
+                if row.anchor_contract is not None
+                else None
+            ),
         )
+
+
+class ChainPublic(_Schema):
+    """The chain the hub anchors models on, for devices to check a model before they load it."""
+
+    rpc_url: str = Field(description="An Ethereum JSON-RPC endpoint serving at least eth_call.")
+    contract_address: str
+    model_id_format: str = Field(default="{name}@{version}", description="How a model's anchor id is formed.")
 
 
 class RegisteredModelsPublic(_Schema):

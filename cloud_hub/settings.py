@@ -8,6 +8,8 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from cloud_hub.fl.settings import HubFederationSettings
+from cloud_hub.notary.settings import ChainSettings
 from protocol.broker import BrokerSettings
 from protocol.errors import TopicError
 from protocol.settings import DeployableSettings
@@ -76,6 +78,27 @@ class HubSettings(DeployableSettings):
     device_model_dir: str = Field(
         default="/var/lib/edgefleet/models",
         description="Where devices keep staged models; update_model commands name the manifest there.",
+    )
+    chain: ChainSettings | None = Field(
+        default=None,
+        description=(
+            "The notary the registry anchors every uploaded model's sha256 on (table [hub.chain], the same keys "
+            "as [chain]); none anchors nothing. An empty table runs an in-process EVM."
+        ),
+    )
+    chain_read_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="With the in-process EVM: the port its reads are served on for devices (0 picks a free one).",
+    )
+    chain_public_url: str | None = Field(
+        default=None,
+        description="The JSON-RPC URL devices are told to check anchors at (GET /api/v1/chain); none: the chain's.",
+    )
+    fl: HubFederationSettings | None = Field(
+        default=None,
+        description="Federated learning (table [hub.fl]): the runs' journal, the SuperLink, drift-started runs.",
     )
     drift_interval_s: float = Field(default=60.0, gt=0.0, description="How often drift is checked.")
     drift_reference_size: int = Field(default=200, ge=10, description="Observations in a reference sample.")

@@ -256,6 +256,13 @@ class ModelVersion(Base):
     artifact: Mapped[bytes] = mapped_column(LargeBinary)
     uploaded_at: Mapped[datetime]
     uploaded_by: Mapped[int | None] = mapped_column(comment="The API token that uploaded it.")
+    anchor_contract: Mapped[str | None] = mapped_column(
+        String(42), comment="The notary contract the sha256 is anchored on; null: not anchored."
+    )
+    anchor_tx: Mapped[str | None] = mapped_column(
+        String(66), comment="The anchoring transaction; null when it was anchored by an earlier attempt."
+    )
+    anchor_block: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Rollout(Base):

@@ -67,6 +67,11 @@ def model_id_hash(model_id: str) -> bytes:
     return hashlib.sha256(model_id.encode()).digest()
 
 
+def model_anchor_id(name: str, version: str) -> str:
+    """The id the model registry anchors a model version under (``<name>@<version>``): hub and devices agree."""
+    return f"{name}@{version}"
+
+
 def check_address(address: str) -> str:
     """``address`` if it is 0x and 40 hex digits (any case: a device cannot check EIP-55 without keccak)."""
     if not _ADDRESS.match(address):
