@@ -97,3 +97,55 @@ def postgres_reachable() -> bool:
             return True
     except OSError:
         return False
+
+
+REPO = Path(__file__).resolve().parents[1]
+EVM_NODE_DIR = REPO / "tools" / "evm-node"
+# Hardhat Network's first two development accounts: publicly known keys, funded on its own chain only.
+EVM_OWNER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+EVM_OTHER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+
+
+def install_evm_node() -> Path:
+    """Hardhat from tools/evm-node (``npm ci`` there when its node_modules are missing)."""
+    hardhat = EVM_NODE_DIR / "node_modules" / "hardhat" / "internal" / "cli" / "bootstrap.js"
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        missing("node and npm on PATH (Node.js 20) for the Hardhat EVM node")
+    if not hardhat.is_file():
+        result = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=EVM_NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if result.returncode != 0 or not hardhat.is_file():
+            missing(f"the Hardhat EVM node ('npm ci' in {EVM_NODE_DIR} failed: {result.stderr.strip()[-500:]})")
+    return hardhat
+
+
+@contextmanager
+def running_evm_node(directory: Path) -> Iterator[str]:
+    """A real EVM node process (Hardhat Network) on a free loopback port; yields its JSON-RPC URL."""
+    hardhat = install_evm_node()
+    port = free_port()
+    env = {**os.environ, "HARDHAT_DISABLE_TELEMETRY_PROMPT": "true", "NO_COLOR": "1"}
+    with (directory / "hardhat.log").open("wb") as log:
+        process = subprocess.Popen(
+            ["node", str(hardhat), "node", "--hostname", "127.0.0.1", "--port", str(port)],
+            cwd=EVM_NODE_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        wait_for_port(port, timeout_s=90)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

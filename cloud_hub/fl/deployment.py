@@ -60,6 +60,11 @@ def _bin(name: str) -> str:
     return found
 
 
+def flwr_command() -> str:
+    """The ``flwr`` CLI of this environment (DeploymentError when Flower is not installed)."""
+    return _bin("flwr")
+
+
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
     ca_certificate: Path

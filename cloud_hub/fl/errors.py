@@ -6,7 +6,9 @@ HubError
     ├── UpdateRejectedError      a client update fails its digest or signature check (dropped from the round)
     ├── NotaryError         the notary refused or failed to commit a round
     ├── ModelBuildError     the next global model cannot be built or quantized
-    └── DeploymentError     a SuperLink, SuperNode or ``flwr`` command failed on the loopback deployment
+    ├── DeploymentError     a SuperLink, SuperNode or ``flwr`` command failed on the loopback deployment
+    ├── RunInProgressError  the hub asked for a run while the one it started last is still going (HTTP 409)
+    └── CoordinatorUnavailableError  the hub has no coordinator to start runs on, or cannot reach it (503)
 """
 
 from __future__ import annotations
@@ -38,3 +40,16 @@ class ModelBuildError(FederatedError):
 
 class DeploymentError(FederatedError):
     """A process of the loopback deployment failed to start, or a ``flwr`` command failed."""
+
+
+class RunInProgressError(FederatedError):
+    """A run was asked for while the run the hub started last has not finished."""
+
+    def __init__(self, run_id: int, status: str) -> None:
+        super().__init__(f"federated run {run_id} is still going ({status}); start another once it has finished")
+        self.run_id = run_id
+        self.status = status
+
+
+class CoordinatorUnavailableError(FederatedError):
+    """The hub has no federated coordinator configured, or the SuperLink does not answer."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cloud_hub.fl.notarizing import NotarizedRound
+if TYPE_CHECKING:  # the hub reads journals without the ``fl`` extra (Flower) installed
+    from cloud_hub.fl.notarizing import NotarizedRound
 
 ROUNDS = "rounds.jsonl"
 RUN = "run.json"
@@ -60,7 +61,16 @@ class RoundJournal:
         path = self.directory / ROUNDS
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        entries = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                if number == len(lines):  # the ServerApp is appending it right now
+                    break
+                raise
+        return entries
 
     def next_round_id(self) -> int:
         rounds = self.rounds()

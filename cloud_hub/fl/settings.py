@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cloud_hub.fl.errors import SettingsError
 
@@ -66,3 +66,51 @@ class RunSettings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             raise SettingsError(f"invalid federated run config: {exc}") from exc
+
+
+RunConfigValue = str | int | float | bool
+
+
+def _run_config_keys() -> frozenset[str]:
+    return frozenset(field.alias or name for name, field in RunSettings.model_fields.items())
+
+
+class HubFederationSettings(BaseModel):
+    """The hub's side of federated learning (table ``[hub.fl]``): where runs journal, how to start one.
+
+    ``state_dir`` is the run config's ``state-dir`` of the runs the hub starts, so the journal the ServerApp
+    writes is the one the hub reads (``GET /api/v1/fl/rounds``); the round ledger is under ``state_dir/ledger``.
+    Without ``connection`` the hub reads rounds but starts none (``POST /api/v1/fl/runs`` answers 503).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state_dir: Path = Field(description="The runs' state directory: rounds.jsonl, run.json and ledger/.")
+    connection: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The flwr SuperLink connection runs are submitted to (a [superlink.NAME] of FLWR_HOME's config).",
+    )
+    flwr_home: Path | None = Field(default=None, description="FLWR_HOME of the flwr CLI; none: the environment's.")
+    app_dir: Path | None = Field(default=None, description="The Flower app submitted; none: the packaged one.")
+    run_config: dict[str, RunConfigValue] = Field(
+        default_factory=dict,
+        description="Run-config overrides of every run the hub starts (dashed keys, as in --run-config).",
+    )
+    drift_rounds: bool = Field(
+        default=False, description="Start a run when the drift monitor opens a retraining trigger (off by default)."
+    )
+    interval_s: float | None = Field(default=None, gt=0.0, description="Also start a run this long after the last.")
+    cooldown_s: float = Field(default=3600.0, ge=0.0, description="No run starts on its own sooner after the last.")
+    check_interval_s: float = Field(default=30.0, gt=0.0, description="How often the hub asks whether a run is due.")
+    status_timeout_s: float = Field(default=30.0, gt=0.0, description="Longest wait for the SuperLink's answer.")
+
+    @field_validator("run_config")
+    @classmethod
+    def _known_keys(cls, values: dict[str, RunConfigValue]) -> dict[str, RunConfigValue]:
+        unknown = sorted(set(values) - _run_config_keys())
+        if unknown:
+            raise ValueError(f"unknown run-config keys: {', '.join(unknown)}")
+        if "state-dir" in values:
+            raise ValueError("set state_dir of [hub.fl], not run_config's state-dir: the hub reads its journal there")
+        return values

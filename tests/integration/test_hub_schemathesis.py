@@ -21,6 +21,9 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from cloud_hub.api import create_app
+from cloud_hub.fl.routes import get_launcher
+from cloud_hub.fl.runs import InMemoryLauncher
+from cloud_hub.fl.settings import HubFederationSettings
 from cloud_hub.settings import HubSettings
 from tests.unit.cloud_hub.factories import write_tiny_model
 
@@ -40,8 +43,12 @@ def hub_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[schemathesi
         admin_token=SecretStr(ADMIN_TOKEN),
         rate_limit_per_s=1e6,
         rate_limit_burst=1_000_000,
+        fl=HubFederationSettings(state_dir=directory / "fl"),
     )
     app = create_app(hub_settings, start_ingest=False, load_model=True, background=False)
+    # Federated runs go to a launcher that records them: the SuperLink is not what this test is about.
+    launcher = InMemoryLauncher()
+    app.dependency_overrides[get_launcher] = lambda: launcher
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
     asgi.shutdown_lifespans()  # the hub's lifespan runs in schemathesis' event loop until here
     summary = ", ".join(f"{status}: {count}" for status, count in sorted(STATUSES.items()))

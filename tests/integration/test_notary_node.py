@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -32,60 +31,19 @@ from cloud_hub.notary.ledger import JsonLinesRoundLedger
 from cloud_hub.notary.service import notarize_round
 from cloud_hub.notary.settings import ChainSettings
 from edge_agent.chain import ChainReader, NotarizationError
-from tests.services import free_port, missing, wait_for_port
+from tests.services import EVM_OTHER_KEY, EVM_OWNER_KEY, running_evm_node
 from tests.unit.cloud_hub.notary.support import digest, records
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-NODE_DIR = REPO / "tools" / "evm-node"
-# Hardhat Network's first two development accounts: publicly known keys, funded on its own chain only.
-OWNER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-OTHER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
-
-
-def _install() -> Path:
-    hardhat = NODE_DIR / "node_modules" / "hardhat" / "internal" / "cli" / "bootstrap.js"
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        missing("node and npm on PATH (Node.js 20) for the Hardhat EVM node")
-    if not hardhat.is_file():
-        result = subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        if result.returncode != 0 or not hardhat.is_file():
-            missing(f"the Hardhat EVM node ('npm ci' in {NODE_DIR} failed: {result.stderr.strip()[-500:]})")
-    return hardhat
+OWNER_KEY, OTHER_KEY = EVM_OWNER_KEY, EVM_OTHER_KEY
 
 
 @pytest.fixture(scope="module")
 def node_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    hardhat = _install()
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("evm-node") / "hardhat.log"
-    env = {**os.environ, "HARDHAT_DISABLE_TELEMETRY_PROMPT": "true", "NO_COLOR": "1"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            ["node", str(hardhat), "node", "--hostname", "127.0.0.1", "--port", str(port)],
-            cwd=NODE_DIR,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    try:
-        wait_for_port(port, timeout_s=90)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with running_evm_node(tmp_path_factory.mktemp("evm-node")) as url:
+        yield url
 
 
 def _rpc(url: str, method: str, params: list[object]) -> object:
