@@ -14,20 +14,24 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from edge_agent.errors import AgentError, ModelLoadError
+from edge_agent.feeds import LocalFeed
 from edge_agent.lifecycle import ModelKeeper
 from edge_agent.model import LoadedModel, load_model, read_trusted_keys
 from edge_agent.outbox import Envelope, Outbox
 from edge_agent.pipeline import AgentStats, Pipeline
 from edge_agent.settings import AgentSettings
 from edge_agent.transport import Connect, Session, TransportError
-from protocol.messages import Command, CommandName
-from protocol.topics import Kind, topic_filter
+from edge_agent.updates import ModelFetcher, ModelUpdater
+from protocol.codec import encode
+from protocol.messages import Command, CommandArgument, CommandName, CommandReply, ReplyStatus
+from protocol.topics import Kind, Topic, topic_filter
 
 log = logging.getLogger("edgefleet.agent")
 
@@ -56,10 +60,18 @@ class EdgeAgent:
         uplink: Connect | None = None,
         outbox: Outbox | None = None,
         clock: Callable[[], float] = time.time,
+        feeds: Sequence[LocalFeed] = (),
+        updater: ModelUpdater | None = None,
     ) -> None:
         self.settings = settings
         self.pipeline = Pipeline(settings, model)
+        self.feeds = list(feeds)
+        """Local sources (camera, microphone), each with its own model; see :mod:`edge_agent.feeds`."""
+        for feed in self.feeds:
+            self.pipeline.stats.feeds[feed.name] = feed.counts
         self.keeper = ModelKeeper(settings)
+        self.updater = updater if updater is not None else self._updater_from_settings()
+        """Fetches rolled-out models from the hub (``[agent.updates]``); None: update_model names a local path."""
         self._connect = connect
         self._uplink = uplink
         self.outbox = outbox or Outbox(
@@ -96,9 +108,12 @@ class EdgeAgent:
     def uplink_filters(self) -> list[str]:
         root = (self.settings.uplink or self.settings.broker).root
         site = self.settings.site
+        devices = list(self.settings.devices)
+        if "+" not in devices:  # verdicts on the escalations of local sources come to their device ids
+            devices += sorted({feed.key.device for feed in self.feeds} - set(devices))
         return [
             topic_filter(kind, site=site, device=device, root=root)
-            for device in self.settings.devices
+            for device in devices
             for kind in (Kind.VERDICT, Kind.COMMAND)
         ]
 
@@ -147,9 +162,50 @@ class EdgeAgent:
         else:
             log.info("model_kept version=%s reason=%s", self.pipeline.model.manifest.version, review.reason)
 
+    def _updater_from_settings(self) -> ModelUpdater | None:
+        updates = self.settings.updates
+        if updates is None:
+            return None
+        fetcher = ModelFetcher.from_settings(
+            updates, trusted_keys=read_trusted_keys(self.settings.trusted_model_keys), backend=self.settings.backend
+        )
+        return ModelUpdater(fetcher, current=lambda: (self.model.manifest.name, self.model.manifest.version))
+
+    @property
+    def model(self) -> LoadedModel:
+        """The model live in the pipeline."""
+        return self.pipeline.model
+
+    def _reply(self, command: Command, status: ReplyStatus, detail: str, result: dict[str, CommandArgument]) -> None:
+        """Answer a command on the device's reply topic, through the outbox like everything sent."""
+        reply = CommandReply(
+            device_id=command.device_id,
+            timestamp=self._clock(),
+            command_id=command.message_id,
+            name=command.name,
+            status=status,
+            detail=detail[:1024],
+            result=result,
+        )
+        topic = Topic(
+            site=self.settings.site, device=command.device_id, kind=Kind.REPLY, root=self.settings.broker.root
+        )
+        envelope = Envelope(
+            topic=str(topic),
+            payload=encode(reply),
+            qos=1,
+            priority=5,
+            kind=Kind.REPLY.value,
+            message_id=reply.message_id,
+        )
+        self._enqueue([envelope])
+
     async def _run_command(self, command: Command) -> None:
         if command.name is not CommandName.UPDATE_MODEL:
             log.info("command_ignored name=%s message_id=%s", command.name.value, command.message_id)
+            return
+        if self.updater is not None:
+            await self.updater.run(command, swap=self.swap_model, reply=self._reply)
             return
         manifest = command.args.get("manifest")
         if not isinstance(manifest, str):
@@ -172,6 +228,8 @@ class EdgeAgent:
                 self._sessions("uplink", self._uplink, self.uplink_filters(), self.uplink_connected, publish=True)
             )
         self._spawn(self._batcher())
+        for feed in self.feeds:
+            self._spawn(self._local_feed(feed))
         if self.settings.http_port is not None:
             from edge_agent.http import serve
 
@@ -288,6 +346,24 @@ class EdgeAgent:
                 failure = next((r for r in results if isinstance(r, BaseException)), None)
                 if failure is not None:
                     raise failure
+
+    async def _local_feed(self, feed: LocalFeed) -> None:
+        """Read a local source in a thread of its own; infer what it hands over, on the loop, with its model."""
+        loop = asyncio.get_running_loop()
+        # One thread per source: a read blocks for a frame or a block of audio, and the source is closed by
+        # the same thread once its last read has returned.
+        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"feed-{feed.kind}")
+        log.info("feed_started source=%s kind=%s model=%s", feed.name, feed.kind, feed.model.manifest.name)
+        try:
+            while (windows := await loop.run_in_executor(reader, feed.read)) is not None:
+                if windows:
+                    self._enqueue(self.pipeline.infer_local(windows, feed.model, self._clock()))
+            log.info("feed_ended source=%s counts=%s", feed.name, dict(feed.counts))
+        except Exception as exc:  # a failing source stops itself, never the agent and its other feeds
+            log.error("feed_failed source=%s reason=%r", feed.name, exc)
+        finally:
+            reader.submit(feed.close)
+            reader.shutdown(wait=False)
 
     async def _batcher(self) -> None:
         loop = asyncio.get_running_loop()

@@ -13,3 +13,7 @@ class ModelLoadError(AgentError):
 
 class InferenceError(AgentError):
     """A backend failed to run a batch."""
+
+
+class FeedError(AgentError):
+    """A local source (camera, microphone) cannot be opened or read, or its extra is not installed."""

@@ -71,6 +71,16 @@ class AgentCollector(Collector):
             rules.add_metric([rule], count)
         yield rules
         yield counter("escalations", "Windows escalated to the hub.", stats.escalations)
+        feeds = CounterMetricFamily(
+            f"{PREFIX}_feed_items",
+            "What local sources read, gated and inferred: frames (read, inferred, gated_still, gated_cooldown, "
+            "skipped_pace) and audio (blocks, samples, windows, inferred, gated_quiet).",
+            labels=["source", "outcome"],
+        )
+        for source, counts in sorted(stats.feeds.items()):
+            for outcome, count in sorted(counts.items()):
+                feeds.add_metric([source, outcome], count)
+        yield feeds
         verdicts = CounterMetricFamily(f"{PREFIX}_verdicts", "Verdicts received, by agreement.", labels=["agrees"])
         verdicts.add_metric(["true"], stats.agreements)
         verdicts.add_metric(["false"], stats.verdicts - stats.agreements)
@@ -133,5 +143,8 @@ def health(agent: EdgeAgent) -> tuple[bool, dict[str, object]]:
         "windows": agent.stats.windows,
         "escalations": agent.stats.escalations,
         "rejections": agent.stats.rejections,
+        "feeds": {
+            feed.name: {"kind": feed.kind, "model": feed.model.manifest.name, **feed.counts} for feed in agent.feeds
+        },
     }
     return agent.connected.is_set(), document

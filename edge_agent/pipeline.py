@@ -10,7 +10,7 @@ import bisect
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from edge_agent.errors import InferenceError
@@ -96,6 +96,8 @@ class AgentStats:
     verdicts_by_model: Counter[tuple[str, str]] = field(default_factory=Counter)
     agreements_by_model: Counter[tuple[str, str]] = field(default_factory=Counter)
     commands: Counter[str] = field(default_factory=Counter)
+    feeds: dict[str, Counter[str]] = field(default_factory=dict)
+    """Per local source (camera, microphone): what it read, gated and inferred, by outcome."""
 
     def agreement_rate(self, model: tuple[str, str]) -> float | None:
         """How often the hub agreed with this model's escalated windows (``None`` before any verdict)."""
@@ -222,9 +224,19 @@ class Pipeline:
     def infer_pending(self, now: float) -> list[Envelope]:
         """Infer up to ``max_batch`` waiting windows in one batch; return results and escalations."""
         batch = [self._pending.popleft() for _ in range(min(self.settings.max_batch, len(self._pending)))]
+        return self._infer(batch, self.model, now)
+
+    def infer_local(self, windows: Sequence[ReadyWindow], model: LoadedModel, now: float) -> list[Envelope]:
+        """Infer windows of a local source (camera, microphone) with that source's model, in one batch.
+
+        They are decided, escalated, published and counted exactly as windows from the sensor feed.
+        """
+        started = self._monotonic()
+        return self._infer([(window, started) for window in windows], model, now)
+
+    def _infer(self, batch: list[tuple[ReadyWindow, float]], model: LoadedModel, now: float) -> list[Envelope]:
         if not batch:
             return []
-        model = self.model
         began = self._monotonic()
         try:
             outcomes = model.infer([window.values for window, _ in batch])
@@ -277,7 +289,7 @@ class Pipeline:
                         sensor=window.sensor,
                         unit=window.unit,
                         start_seq=window.start_seq,
-                        sample_rate_hz=self.model.manifest.input.sample_rate_hz,
+                        sample_rate_hz=model.manifest.input.sample_rate_hz,
                         values=list(window.values),
                     ),
                     edge=outcome,

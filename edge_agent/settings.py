@@ -60,6 +60,96 @@ class PolicySettings(BaseModel):
     )
 
 
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""Device ids and stream names, as the topic grammar allows them."""
+
+
+class CameraSettings(BaseModel):
+    """A camera on the device, read through OpenCV (the ``edge-camera`` extra), gated by motion."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: int | str = Field(default=0, description="OpenCV device index, or a video file path or stream URL.")
+    device_id: str = Field(
+        default="camera", pattern=IDENTIFIER, description="Device id the camera's results are published under."
+    )
+    stream: str = Field(default="camera", pattern=IDENTIFIER)
+    model_manifest: Path = Path("models/quantized/camera_edge_int8.manifest.json")
+    fps: float | None = Field(
+        default=5.0, gt=0.0, description="Frames read per second at most; None: as fast as the source gives them."
+    )
+    gate_threshold: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="Share of the downscaled grey frame's pixels that must have changed since the last inferred "
+        "frame for it to count as motion; 0 infers every frame the cool-down allows.",
+    )
+    gate_pixel_delta: float = Field(
+        default=25.0, ge=0.0, le=255.0, description="Grey levels (0-255) by which a pixel must change to count."
+    )
+    gate_width: int = Field(default=32, ge=1, le=1024, description="Width of the frame the gate compares.")
+    gate_height: int = Field(default=24, ge=1, le=1024)
+    cooldown_s: float = Field(default=1.0, ge=0.0, description="Least time between two inferences.")
+    refresh_s: float | None = Field(
+        default=None, gt=0.0, description="Infer a still scene again after this long; None: only on motion."
+    )
+
+
+class MicrophoneSettings(BaseModel):
+    """A microphone on the device, read through sounddevice (the ``edge-audio`` extra), or a WAV file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device: int | str | None = Field(default=None, description="sounddevice input device; None: the default.")
+    file: Path | None = Field(default=None, description="Read this 16-bit mono WAV file instead of a device.")
+    device_id: str = Field(
+        default="microphone", pattern=IDENTIFIER, description="Device id the microphone's results are published under."
+    )
+    stream: str = Field(default="microphone", pattern=IDENTIFIER)
+    model_manifest: Path = Path("models/quantized/keywords_edge_int8.manifest.json")
+    hop_s: float | None = Field(
+        default=0.5, gt=0.0, description="Seconds between window starts; None: the model's own hop."
+    )
+    block_s: float = Field(default=0.1, gt=0.0, le=10.0, description="Seconds of audio read at a time.")
+    min_rms_dbfs: float | None = Field(
+        default=-50.0, le=0.0, description="Windows quieter than this (RMS, dB full scale) are not inferred; None: all."
+    )
+
+
+class UpdateSettings(BaseModel):
+    """Fetching rolled-out models from the hub: table ``[agent.updates]`` (see docs/edge_agent.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    hub_url: str = Field(pattern=r"^https?://", description="The hub's base URL, e.g. https://hub.example:8000.")
+    token_file: Path | None = Field(
+        default=None, description="File holding the device's API token (scope device); read at every update."
+    )
+    model_dir: Path = Field(
+        default=Path("var/agent/models"), description="Where fetched models live, one directory per version."
+    )
+    max_download_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Largest artifact fetched.")
+    timeout_s: float = Field(default=30.0, gt=0.0, description="Socket timeout of each request to the hub or chain.")
+    retries: int = Field(default=4, ge=0, le=20, description="Further attempts after a network error or a 5xx.")
+    backoff_s: float = Field(default=0.5, gt=0.0, description="First wait between attempts; doubles, jittered.")
+    chain_url: str | None = Field(
+        default=None, pattern=r"^https?://", description="JSON-RPC URL of the notary's chain; none: ask the hub."
+    )
+    contract_address: str | None = Field(
+        default=None,
+        pattern=r"^0x[0-9a-fA-F]{40}$",
+        description="The notary contract; pinned here, the hub's answer must name the same one.",
+    )
+    discover_chain: bool = Field(
+        default=True, description="Without chain_url, ask the hub (GET /api/v1/chain) where its anchors are."
+    )
+    require_anchor: bool = Field(
+        default=False,
+        description="Refuse a model when no chain is known; with a chain, the anchor is always checked.",
+    )
+
+
 class AgentSettings(DeployableSettings):
     """Settings of ``edgefleet agent run``; TOML table ``[agent]``, environment ``EDGEFLEET_AGENT_*``."""
 
@@ -106,3 +196,9 @@ class AgentSettings(DeployableSettings):
     publish_results: bool = True
     validation: ValidationSettings = ValidationSettings()
     policy: PolicySettings = PolicySettings()
+    camera: CameraSettings | None = Field(default=None, description="A local camera source; None: none.")
+    microphone: MicrophoneSettings | None = Field(default=None, description="A local microphone source; None: none.")
+    updates: UpdateSettings | None = Field(
+        default=None,
+        description="Fetch rolled-out models from the hub; None: update_model loads the manifest path it names.",
+    )
