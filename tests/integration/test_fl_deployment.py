@@ -1,5 +1,6 @@
 """Flower's deployment engine on loopback: a SuperLink and SuperNodes as processes, ``flwr run`` submitting
-EdgeFleet's app; once insecure (the end-to-end loop), once with TLS and SuperNode authentication."""
+EdgeFleet's app, with TLS and SuperNode authentication. The insecure end-to-end loop (rounds, a better
+model, live on the devices with its hash on chain) is in test_fl_loop.py."""
 
 from __future__ import annotations
 
@@ -19,12 +20,7 @@ import numpy as np
 import pytest
 
 from cloud_hub.fl.deployment import LoopbackDeployment, descendant_pids, free_port, generate_node_key, generate_tls
-from cloud_hub.fl.global_model import model_accuracy
-from edge_agent.fl.dataset import LocalDataset
-from edgefleet.federation import Fleet, dirichlet_partition, prepare_fleet, write_key_pair
-from protocol.manifest import ModelManifest
-from protocol.merkle import MerkleTree, leaf_hash
-from protocol.signing import verify
+from edgefleet.federation import Fleet, dirichlet_partition, prepare_fleet
 
 pytest.importorskip("sktime", reason="PLAID comes with sktime (the sim or train extra)")
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -54,67 +50,6 @@ def base_run_config(fleet: Fleet, state: Path, **overrides: object) -> dict[str,
         "min-nodes": len(fleet.devices),
         **overrides,
     }
-
-
-def test_three_devices_three_rounds_a_better_signed_model(tmp_path: Path) -> None:
-    fleet, holdout, initial_accuracy = plaid_fleet(tmp_path / "fleet", 3)
-    signing = tmp_path / "model-signing.key"
-    key = write_key_pair(signing, tmp_path / "model-signing.pub")
-    state = tmp_path / "state"
-    configs = [device.node_config(BACKBONE_INT8) for device in fleet.devices]
-    with LoopbackDeployment(tmp_path / "deployment", configs) as deployment:
-        pids = {process.popen.pid for process in deployment.processes}
-        status = deployment.run(
-            base_run_config(
-                fleet,
-                state,
-                **{
-                    "num-rounds": 3,
-                    "strategy": "fedmedian",
-                    "chain": "evm",  # the notary contract, on an EVM inside the ServerApp
-                    "backbone-int8": str(BACKBONE_INT8),
-                    "holdout": str(holdout),
-                    "backbone-fp32": str(COMMITTED / "federated_plaid_backbone_fp32.onnx"),
-                    "calibration": str(COMMITTED / "federated_plaid_calibration.npy"),
-                    "task-description": str(COMMITTED / "federated_plaid.json"),
-                    "model-signing-key": str(signing),
-                },
-            ),
-            timeout=600,
-        )
-        children = set().union(*(descendant_pids(pid) for pid in pids))
-        assert status == "finished:completed", deployment.logs()
-    for pid in pids | children:  # nothing the deployment started outlives it
-        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
-
-    run = json.loads((state / "run.json").read_text())
-    rounds = [json.loads(line) for line in (state / "rounds.jsonl").read_text().splitlines()]
-    assert [entry["round_id"] for entry in rounds] == [1, 2, 3]
-    assert all(entry["devices"] == ["dev-1", "dev-2", "dev-3"] and not entry["rejected"] for entry in rounds)
-    assert all(entry["gas_used"] > 21_000 and entry["tx_hash"].startswith("0x") for entry in rounds)
-    accuracy = {int(r): m["holdout-accuracy"] for r, m in run["server_metrics"].items()}
-    assert accuracy[0] == pytest.approx(initial_accuracy, abs=1e-6)
-    assert accuracy[3] > accuracy[0] + 0.03
-
-    # Every device holds a verified inclusion proof for every round, and it leads to the journaled root.
-    for device in fleet.devices:
-        with LocalDataset(device.dataset) as dataset:
-            for entry in rounds:
-                record = dataset.round(entry["round_id"])
-                assert record is not None and record.verified and record.root is not None
-                assert record.root.hex() == entry["root"]
-                leaf = leaf_hash(entry["round_id"], device.device_id, record.digest, record.signature)
-                assert MerkleTree([bytes.fromhex(x) for x in entry["leaves"]]).root == record.root
-                assert leaf.hex() in entry["leaves"]
-
-    # The next edge model: int8, signed, registered, and better on the held-out split than the first head.
-    model = run["model"]
-    assert model["signed"] and model["version"] == "fl-1-3" and model["anchor_tx"].startswith("0x")
-    registered = state / "registry" / "federated_plaid_edge_int8" / "fl-1-3"
-    manifest = ModelManifest.model_validate_json((registered / "federated_plaid_edge_int8.manifest.json").read_text())
-    verify(manifest, [key.public_key()])
-    with np.load(holdout) as data:
-        assert model_accuracy(registered / manifest.artifact, data["windows"], data["labels"]) > initial_accuracy + 0.02
 
 
 def https_status(url: str, context: ssl.SSLContext) -> int:
