@@ -6,40 +6,18 @@ blocks. Run ``python -m models.acsf1 [--quick]``.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from models.classification import (
-    Architecture,
-    ClassificationPlan,
-    ClassificationTask,
-    build_classification,
-    run_command_line,
-)
+from models.classification import Architecture, ClassificationTask, TrainingShape, run_command_line, task_builder
 from models.datasets import load_acsf1
-from models.training import Distillation, Recipe, SeriesAugmentation
+from models.training import SeriesAugmentation
 from protocol.manifest import ZNormalize
 from protocol.messages import SensorKind
 
-AUGMENTATION = SeriesAugmentation(max_shift=20, noise=0.05, scale=0.0, renormalize=True)
-
-
-def _recipe(epochs: int) -> Recipe:
-    return Recipe(epochs=epochs, batch_size=16, augmentation=AUGMENTATION)
-
-
-def _plan(folds: int, epochs: int) -> ClassificationPlan:
-    return ClassificationPlan(
-        folds=folds,
-        cloud=Architecture(widths=(32, 64, 128, 128), kernels=(9, 7, 5, 3), pools=(4, 4, 2, 1)),
-        student=Architecture(widths=(32, 64, 64, 64), kernels=(9, 7, 5, 3), pools=(4, 4, 2, 1)),
-        keep_ratio=0.5,
-        cloud_recipe=_recipe(epochs),
-        student_recipe=_recipe(epochs),
-        finetune_recipe=_recipe(epochs // 2),
-        distillation=Distillation(),
-    )
-
+SHAPE = TrainingShape(
+    cloud=Architecture(widths=(32, 64, 128, 128), kernels=(9, 7, 5, 3), pools=(4, 4, 2, 1)),
+    student=Architecture(widths=(32, 64, 64, 64), kernels=(9, 7, 5, 3), pools=(4, 4, 2, 1)),
+    batch_size=16,
+    augmentation=SeriesAugmentation(max_shift=20, noise=0.05, scale=0.0, renormalize=True),
+)
 
 TASK = ClassificationTask(
     name="acsf1",
@@ -53,8 +31,8 @@ TASK = ClassificationTask(
     unit="W",
     sample_rate_hz=None,  # the archive does not state it
     layout="batch, sample",
-    full=_plan(folds=5, epochs=150),
-    quick=_plan(folds=2, epochs=20),
+    full=SHAPE.plan(folds=5, epochs=150),
+    quick=SHAPE.plan(folds=2, epochs=20),
     about=(
         "UCR archive's ACSF1, bundled with sktime (no download), from the ACS-F1 appliance consumption "
         "signatures database: ten appliance types (the database lists coffee machines, computer stations, "
@@ -67,18 +45,7 @@ TASK = ClassificationTask(
         "apart, are not available to any method here.",
     ),
 )
-
-
-def build(output_dir: Path, *, seed: int = 0, quick: bool = False, epochs: int | None = None) -> dict[str, Any]:
-    """Build the task (see :func:`models.classification.build_classification`)."""
-    del epochs  # the plans fix them; kept for the registry's common signature
-    return build_classification(TASK, output_dir, seed=seed, quick=quick)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command-line entry."""
-    run_command_line(build, "python -m models.acsf1", __doc__ or "", argv)
-
+build = task_builder(TASK)
 
 if __name__ == "__main__":
-    main()
+    run_command_line(build, "python -m models.acsf1", __doc__ or "")

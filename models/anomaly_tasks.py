@@ -7,6 +7,7 @@ Each trains autoencoders on the series' normal stretch and scores its labelled s
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ WINDOW = 128
 def _plan(epochs: int, train_hop: int) -> AutoencoderPlan:
     return AutoencoderPlan(
         cloud_widths=(256, 256, 128),
-        cloud_bottleneck=16,
+        cloud_bottleneck=8,
         student_widths=(128, 128, 64),
         edge_bottleneck=8,
         keep_ratio=0.5,
@@ -50,6 +51,11 @@ MITDB = SeriesAnomalyTask(
         "readings, a few seconds of heartbeats, to learn what normal looks like.",
         "ECG is not a machine signal: the task stands in for the machine-signal anomaly detector with real "
         "labels; the same recipe applies to a vibration or current series.",
+        "The regularized recipe (cloud ensemble, weight decay, early stopping and thresholds on held-out normal "
+        "windows) cut the cloud model's false alarms, but the edge autoencoder distilled from it scores the "
+        "labelled stretch worse than the previous build's (ROC-AUC 0.969 then); the recipe was fixed before "
+        "its test figures were seen and is not tuned on them. Choosing the edge recipe on simulator faults "
+        "injected into the held-out normal stretch would be the honest way to do better.",
     ),
 )
 
@@ -72,20 +78,23 @@ KDD_TSAD_135 = SeriesAnomalyTask(
     limits=(
         "Twelve anomalous readings out of 7501: ROC-AUC rests on them alone, and best F1 on a handful of windows.",
         "aeon's Daphnet file carries no anomaly labels and is not used here.",
+        "The archive does not state a sample rate: the simulator's faults are scheduled per reading (1 Hz).",
     ),
 )
 
 TASKS = {task.name: task for task in (MITDB, KDD_TSAD_135)}
 
 
-def build_mitdb(output_dir: Path, *, seed: int = 0, quick: bool = False) -> dict[str, Any]:
-    """Build ``anomaly_mitdb``."""
-    return build_series_anomaly(MITDB, output_dir, seed=seed, quick=quick)
+def _builder(task: SeriesAnomalyTask) -> Callable[..., dict[str, Any]]:
+    def build(output_dir: Path, *, seed: int = 0, quick: bool = False) -> dict[str, Any]:
+        return build_series_anomaly(task, output_dir, seed=seed, quick=quick)
+
+    build.__doc__ = f"Build ``{task.name}`` (see :func:`models.series_anomaly.build_series_anomaly`)."
+    return build
 
 
-def build_kdd135(output_dir: Path, *, seed: int = 0, quick: bool = False) -> dict[str, Any]:
-    """Build ``anomaly_kdd135``."""
-    return build_series_anomaly(KDD_TSAD_135, output_dir, seed=seed, quick=quick)
+build_mitdb = _builder(MITDB)
+build_kdd135 = _builder(KDD_TSAD_135)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -134,32 +134,50 @@ def prune_units(model: DenseAutoencoder, keep_ratio: float, *, minimum: int = 4)
     return copy.deepcopy(pruned).eval()
 
 
+class AveragedAutoencoder(nn.Module):
+    """An ensemble: the members' reconstructions averaged (then scored like one autoencoder's)."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """Mean reconstruction, shape ``[batch, window]``."""
+        return torch.stack([member(windows) for member in self.members]).mean(dim=0)
+
+
 def train_autoencoder(
     model: nn.Module,
     windows: npt.NDArray[np.float32],
     *,
     epochs: int,
     seed: int,
+    validation: npt.NDArray[np.float32] | None = None,
     teacher: nn.Module | None = None,
     teacher_weight: float = 0.5,
     learning_rate: float = 1e-3,
+    weight_decay: float = 0.0,
     batch_size: int = 64,
     advance: Advance | None = None,
 ) -> nn.Module:
-    """Train to reconstruct ``windows`` (Adam, MSE); with a ``teacher``, also to match its reconstructions.
+    """Train to reconstruct ``windows`` (AdamW, MSE); with a ``teacher``, also to match its reconstructions.
 
     Distillation here means the student learns the teacher's reconstructions beside the inputs, so that its
-    errors fall where the teacher's do. A fixed number of epochs, no early stopping.
+    errors fall where the teacher's do. With ``validation`` windows (normal, held out), the weights of the
+    epoch with the lowest reconstruction error on them are kept (early stopping without cutting the
+    schedule short, so every build runs the same number of steps).
     """
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.from_numpy(windows)
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    held_out = None if validation is None else torch.from_numpy(validation)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     steps = epochs * -(-len(inputs) // batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps)
     if teacher is not None:
         teacher.eval()
-    model.train()
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
     for _ in range(epochs):
+        model.train()
         order = torch.randperm(len(inputs), generator=generator)
         for start in range(0, len(inputs), batch_size):
             batch = inputs[order[start : start + batch_size]]
@@ -175,8 +193,16 @@ def train_autoencoder(
             torch.autograd.backward(loss)
             optimizer.step()
             scheduler.step()
+        if held_out is not None:
+            model.eval()
+            with torch.no_grad():
+                error = float(F.mse_loss(model(held_out), held_out))
+            if best is None or error < best[0]:
+                best = (error, copy.deepcopy(model.state_dict()))
         if advance is not None:
             advance()
+    if best is not None:
+        model.load_state_dict(best[1])
     return model.eval()
 
 

@@ -7,39 +7,17 @@ fixed per-channel normalization is the graph's first step, because the level and
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from models.classification import (
-    Architecture,
-    ClassificationPlan,
-    ClassificationTask,
-    build_classification,
-    run_command_line,
-)
+from models.classification import Architecture, ClassificationTask, TrainingShape, run_command_line, task_builder
 from models.datasets import load_basic_motions
-from models.training import Distillation, Recipe, SeriesAugmentation
+from models.training import SeriesAugmentation
 from protocol.messages import SensorKind
 
-AUGMENTATION = SeriesAugmentation(max_shift=10, noise=0.05, scale=0.1, renormalize=False)
-
-
-def _recipe(epochs: int) -> Recipe:
-    return Recipe(epochs=epochs, batch_size=16, augmentation=AUGMENTATION)
-
-
-def _plan(folds: int, epochs: int) -> ClassificationPlan:
-    return ClassificationPlan(
-        folds=folds,
-        cloud=Architecture(widths=(64, 128, 64), kernels=(7, 5, 3), pools=(2, 2, 1)),
-        student=Architecture(widths=(16, 32, 32), kernels=(7, 5, 3), pools=(2, 2, 1)),
-        keep_ratio=0.5,
-        cloud_recipe=_recipe(epochs),
-        student_recipe=_recipe(epochs),
-        finetune_recipe=_recipe(epochs // 2),
-        distillation=Distillation(),
-    )
-
+SHAPE = TrainingShape(
+    cloud=Architecture(widths=(64, 128, 64), kernels=(7, 5, 3), pools=(2, 2, 1)),
+    student=Architecture(widths=(16, 32, 32), kernels=(7, 5, 3), pools=(2, 2, 1)),
+    batch_size=16,
+    augmentation=SeriesAugmentation(max_shift=10, noise=0.05, scale=0.1, renormalize=False),
+)
 
 TASK = ClassificationTask(
     name="basic_motions",
@@ -53,8 +31,8 @@ TASK = ClassificationTask(
     unit="accelerometer and gyroscope readings as recorded (6 channels)",
     sample_rate_hz=10.0,
     layout="batch, channel (accel x, y, z, gyro x, y, z), sample",
-    full=_plan(folds=5, epochs=200),
-    quick=_plan(folds=2, epochs=30),
+    full=SHAPE.plan(folds=5, epochs=200),
+    quick=SHAPE.plan(folds=2, epochs=30),
     about=(
         "UEA archive's BasicMotions, bundled with sktime (no download): a smart watch's accelerometer and "
         "gyroscope, 10 Hz, 10 s per series, four activities, ten series per class in each split."
@@ -67,17 +45,7 @@ TASK = ClassificationTask(
     ),
 )
 
-
-def build(output_dir: Path, *, seed: int = 0, quick: bool = False, epochs: int | None = None) -> dict[str, Any]:
-    """Build the task (see :func:`models.classification.build_classification`)."""
-    del epochs  # the plans fix them; kept for the registry's common signature
-    return build_classification(TASK, output_dir, seed=seed, quick=quick)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command-line entry."""
-    run_command_line(build, "python -m models.basic_motions", __doc__ or "", argv)
-
+build = task_builder(TASK)
 
 if __name__ == "__main__":
-    main()
+    run_command_line(build, "python -m models.basic_motions", __doc__ or "")

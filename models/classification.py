@@ -16,34 +16,24 @@ that fold and scores it.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from models.cards import (
-    InputCard,
-    PeerCard,
-    TaskCard,
-    VariantCard,
-    artifact_card,
-    machine_description,
-    software_versions,
-    write_card,
-)
+from models.cards import InputCard, TaskCard, machine_description, software_versions, write_card
 from models.datasets import WindowDataset
 from models.evaluation import accuracy
-from models.export import export_onnx, file_digest, quantize_int8, source_commit, write_manifest
+from models.export import export_onnx, quantize_int8, source_commit
 from models.networks import AveragedEnsemble, ProbabilityModel, SeriesClassifier, multiply_accumulates, parameter_count
 from models.packaging import (
     EdgeExports,
@@ -51,26 +41,45 @@ from models.packaging import (
     available_backends,
     backend_predictions,
     export_edge_backends,
-    manifest_exports,
-    variant_latencies,
 )
 from models.peers import PeerResult, run_peers
+from models.pipeline import (
+    REPOSITORY,
+    ManifestCommon,
+    agreement_text,
+    backends_goal,
+    build_steps,
+    build_summary,
+    bullets,
+    classifier_peer_cards,
+    edge_files,
+    latency_metrics,
+    latency_rows,
+    measure_latencies,
+    ratio_goals,
+    rebuild_command,
+    rounded,
+    skipped_text,
+    variant_cards,
+    variant_names,
+    write_manifests,
+)
 from models.pruning import prune_channels
 from models.runtimes import OnnxRuntimeRunner
 from models.signals import apply_preprocessing
 from models.training import (
     Distillation,
     Recipe,
+    SeriesAugmentation,
     distil,
     make_deterministic,
     predict_probabilities,
     stratified_folds,
     train_classifier,
 )
-from protocol.manifest import InputSpec, ModelManifest, OutputSpec, PreprocessStep, Quantization
+from protocol.manifest import InputSpec, OutputSpec, PreprocessStep
 from protocol.messages import SensorKind
 
-REPOSITORY = Path(__file__).resolve().parent.parent
 OUTPUTS = ("probabilities",)
 # Softmax stays fp32 in the int8 graph: int8 probabilities would come in steps of 1/256.
 FP32_OP_TYPES = ("Softmax",)
@@ -108,6 +117,36 @@ class ClassificationPlan:
 
 
 @dataclass(frozen=True)
+class TrainingShape:
+    """The networks and training of a task, whatever the budget: :meth:`plan` adds the folds and epochs.
+
+    The cloud members and the student train with the same recipe; the pruned student is fine-tuned for half
+    the epochs.
+    """
+
+    cloud: Architecture
+    student: Architecture
+    batch_size: int
+    augmentation: SeriesAugmentation
+    keep_ratio: float = 0.5
+    distillation: Distillation = dataclasses.field(default_factory=Distillation)
+
+    def plan(self, *, folds: int, epochs: int) -> ClassificationPlan:
+        """The plan of a build with ``folds`` cloud members trained ``epochs`` epochs each."""
+        recipe = Recipe(epochs=epochs, batch_size=self.batch_size, augmentation=self.augmentation)
+        return ClassificationPlan(
+            folds=folds,
+            cloud=self.cloud,
+            student=self.student,
+            keep_ratio=self.keep_ratio,
+            cloud_recipe=recipe,
+            student_recipe=recipe,
+            finetune_recipe=dataclasses.replace(recipe, epochs=epochs // 2),
+            distillation=self.distillation,
+        )
+
+
+@dataclass(frozen=True)
 class ClassificationTask:
     """A classification task's data, input recipe, plans and the words of its card."""
 
@@ -132,6 +171,9 @@ class ClassificationTask:
     limits: tuple[str, ...] = ()
     peers_flatten: bool = False
     """Give the peers each window flattened to one series (MiniRocket needs series of 9 samples or more)."""
+    raw_window_size: int | None = None
+    """Values in one raw window as a device delivers it (flat), where preprocessing changes the length (MFCC,
+    images); None: the preprocessed window's length."""
 
 
 @dataclass(frozen=True)
@@ -202,7 +244,12 @@ class Quantized:
     kept_fp32: list[str]
 
 
-def _quantize(fp32_path: Path, int8_path: Path, windows: npt.NDArray[np.float32], scratch: Path) -> Quantized:
+def _quantize(
+    fp32_path: Path,
+    int8_path: Path,
+    windows: npt.NDArray[np.float32],
+    scratch: Path,
+) -> Quantized:
     """Quantize with the calibration set that keeps int8 closest to fp32 on the training windows.
 
     MinMax calibration takes each activation's range from its extremes: a few training windows with
@@ -219,7 +266,11 @@ def _quantize(fp32_path: Path, int8_path: Path, windows: npt.NDArray[np.float32]
         subset = windows[peaks <= np.quantile(peaks, share)] if share < 1.0 else windows
         candidate = scratch / f"calibrated_{share}.onnx"
         kept = quantize_int8(
-            fp32_path, candidate, subset, exclude_prefixes=FP32_PREFIXES, exclude_op_types=FP32_OP_TYPES
+            fp32_path,
+            candidate,
+            subset,
+            exclude_prefixes=FP32_PREFIXES,
+            exclude_op_types=FP32_OP_TYPES,
         )
         agreement = float(np.mean(OnnxRuntimeRunner(candidate)(windows).predictions == reference))
         if best is None or agreement > best[0]:  # ties keep the larger calibration set
@@ -260,6 +311,16 @@ def _edge_student(
     return student, tuned
 
 
+def task_builder(task: ClassificationTask) -> Callable[..., dict[str, Any]]:
+    """The registry's ``build(output_dir, *, seed, quick)`` of ``task``."""
+
+    def build_task(output_dir: Path, *, seed: int = 0, quick: bool = False) -> dict[str, Any]:
+        return build_classification(task, output_dir, seed=seed, quick=quick)
+
+    build_task.__doc__ = f"Build ``{task.name}`` (see :func:`build_classification`)."
+    return build_task
+
+
 def build_classification(
     task: ClassificationTask, output_dir: Path, *, seed: int = 0, quick: bool = False
 ) -> dict[str, Any]:
@@ -273,30 +334,13 @@ def build_classification(
     train = apply_preprocessing(data.train_windows, steps)
     test = apply_preprocessing(data.test_windows, steps)
     labels = data.train_labels
-    names = {variant: f"{task.name}_{variant}" for variant in ("cloud_fp32", "edge_fp32", "edge_int8")}
+    names = variant_names(task.name)
     paths = {variant: output_dir / f"{name}.onnx" for variant, name in names.items()}
     epochs_per_student = plan.student_recipe.epochs + plan.finetune_recipe.epochs
     total = plan.folds * (plan.cloud_recipe.epochs + epochs_per_student) + epochs_per_student
 
-    with (
-        Progress(
-            TextColumn("[bold]{task.description:<34}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("epochs"),
-            TimeElapsedColumn(),
-        ) as progress,
-        tempfile.TemporaryDirectory(prefix=f"edgefleet-{task.name}-") as scratch_dir,
-    ):
-        scratch = Path(scratch_dir)
-        bar = progress.add_task("", total=total)
-
-        def describe(phase: str) -> None:
-            progress.update(bar, description=phase)
-
-        def advance() -> None:
-            progress.advance(bar)
-
+    with build_steps(task.name, total) as run:
+        scratch, describe, advance = run.scratch, run.describe, run.advance
         held_out = {variant: np.empty(len(train), np.int64) for variant in ("cloud", "edge_fp32", "edge_int8")}
         members: list[nn.Module] = []
         for index, fold in enumerate(stratified_folds(labels, plan.folds, np.random.default_rng(seed))):
@@ -346,11 +390,7 @@ def build_classification(
         per_backend = backend_predictions(output_dir, names["edge_int8"], test, backends)
         backend_agreement = agreement(per_backend, strict=False)
         describe("latency per window")
-        latencies = {
-            "cloud_fp32": variant_latencies(output_dir, names["cloud_fp32"], test[0], ["onnxruntime"]),
-            "edge_fp32": variant_latencies(output_dir, names["edge_fp32"], test[0], ["onnxruntime"]),
-            "edge_int8": variant_latencies(output_dir, names["edge_int8"], test[0], backends),
-        }
+        latencies = measure_latencies(output_dir, names, test[0], backends)
         describe("peers: MiniRocket, 1-NN DTW")
         if task.peers_flatten:
             peers = run_peers(
@@ -408,7 +448,7 @@ def build_classification(
         f"the share whose int8 model agrees best with fp32 on all training windows, {quantized.agreement:.1%}; "
         f"test split unused); kept fp32: the first convolution and Softmax ({len(quantized.kept_fp32)} nodes)"
     )
-    manifests = _write_manifests(task, data, train, output_dir, names, results, commit, calibration, exports)
+    manifests = _write_manifests(task, data, train, output_dir, names, results, latencies, commit, calibration, exports)
     card = _task_card(
         task,
         plan,
@@ -417,7 +457,7 @@ def build_classification(
         output_dir,
         names,
         results,
-        exports.artifacts,
+        exports,
         latencies,
         backend_accuracy,
         backend_agreement,
@@ -431,24 +471,28 @@ def build_classification(
     markdown.write_text(
         _markdown(task, plan, data, card, results, exports.skipped, seed, calibration), encoding="utf-8"
     )
-    return {
-        "task": task.name,
-        "seed": seed,
-        "quick": quick,
-        "artifacts": {
-            "cloud": str(paths["cloud_fp32"]),
-            "edge": str(paths["edge_int8"]),
-            "manifests": [str(path) for path in manifests],
-            "card": str(markdown),
-            "task_card": str(card_path),
-        },
-        "variants": {key: dataclasses.asdict(result) for key, result in results.items()},
-        "backend_agreement": backend_agreement,
-        "backend_accuracy": backend_accuracy,
-        "latency_ms": latencies,
-        "skipped": exports.skipped,
-        "seconds": time.perf_counter() - started,
-    }
+    return build_summary(
+        task.name,
+        seed=seed,
+        quick=quick,
+        paths=paths,
+        manifests=manifests,
+        markdown=markdown,
+        card=card_path,
+        variants={key: dataclasses.asdict(result) for key, result in results.items()},
+        backend_agreement=backend_agreement,
+        backend_accuracy=backend_accuracy,
+        latency_ms=latencies,
+        skipped=exports.skipped,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _metrics(result: VariantResult) -> dict[str, float]:
+    metrics = {"test_accuracy": result.test_accuracy}
+    if result.val_accuracy is not None:
+        metrics["val_accuracy"] = result.val_accuracy
+    return metrics
 
 
 def _write_manifests(
@@ -458,6 +502,7 @@ def _write_manifests(
     directory: Path,
     names: Mapping[str, str],
     results: Mapping[str, VariantResult],
+    latencies: Mapping[str, Mapping[str, float]],
     commit: str | None,
     calibration: str,
     exports: EdgeExports,
@@ -465,51 +510,38 @@ def _write_manifests(
     """Protocol manifests of the three variants, when the protocol can express the input."""
     if task.manifest_preprocessing is None:
         return []
-    shape = _input_shape(train)
     peers = {f"peer_{key}_accuracy": result.test_accuracy for key, result in results.items() if key.startswith("peer")}
-    written = []
-    # The edge fp32 model gets a manifest too: where int8 is slower on a CPU, an agent can run it instead.
-    for variant, role in (("cloud_fp32", "cloud"), ("edge_int8", "edge"), ("edge_fp32", "edge")):
-        path = directory / f"{names[variant]}.onnx"
-        sha256, size = file_digest(path)
-        result = results[variant]
-        metrics = {"test_accuracy": result.test_accuracy, **peers}
-        if result.val_accuracy is not None:
-            metrics["val_accuracy"] = result.val_accuracy
-        manifest = ModelManifest(
-            name=names[variant],
-            version=task.version,
-            task=task.name,
-            role=role,
-            artifact=path.name,
-            sha256=sha256,
-            bytes=size,
-            input=InputSpec(
-                name="window",
-                shape=shape,
-                sensor=task.sensor,
-                unit=task.unit,
-                window_size=train.shape[-1],
-                hop=train.shape[-1],
-                sample_rate_hz=task.sample_rate_hz,
-                preprocessing=list(task.manifest_preprocessing),
-            ),
-            output=OutputSpec(probabilities="probabilities", labels=list(data.class_names)),
-            quantization=(
-                Quantization(scheme="qdq-int8-static", per_channel=True, calibration=calibration)
-                if variant == "edge_int8"
-                else Quantization()
-            ),
-            exports=manifest_exports(exports) if variant == "edge_int8" else [],
-            parameters=result.parameters,
-            metrics={key: round(value, 6) for key, value in metrics.items()},
-            distilled_from=names["cloud_fp32"] if role == "edge" else None,
-            data=data.describe(),
-            source_commit=commit,
-            rebuild=f"edgefleet models build {task.name}",
-        )
-        written.append(write_manifest(manifest, directory))
-    return written
+    common = ManifestCommon(
+        task=task.name,
+        version=task.version,
+        input=InputSpec(
+            name="window",
+            shape=_input_shape(train),
+            sensor=task.sensor,
+            unit=task.unit,
+            window_size=task.raw_window_size or train.shape[-1],
+            hop=task.raw_window_size or train.shape[-1],
+            sample_rate_hz=task.sample_rate_hz,
+            preprocessing=list(task.manifest_preprocessing),
+        ),
+        output=OutputSpec(probabilities="probabilities", labels=list(data.class_names)),
+        data=data.describe(),
+        commit=commit,
+        calibration=calibration,
+        exports=exports,
+    )
+    return write_manifests(
+        common,
+        directory,
+        names,
+        parameters={variant: results[variant].parameters for variant in names},
+        # Key order as before the shared pipeline: test figure, peers, validation figure.
+        metrics={
+            variant: {"test_accuracy": results[variant].test_accuracy, **peers, **_metrics(results[variant])}
+            | latency_metrics(latencies[variant])
+            for variant in names
+        },
+    )
 
 
 def _task_card(
@@ -520,7 +552,7 @@ def _task_card(
     directory: Path,
     names: Mapping[str, str],
     results: Mapping[str, VariantResult],
-    edge_artifacts: Sequence[Any],
+    exports: EdgeExports,
     latencies: Mapping[str, dict[str, float]],
     backend_accuracy: Mapping[str, float],
     backend_agreement: Mapping[str, float],
@@ -537,47 +569,35 @@ def _task_card(
         ),
         "edge_int8": f"the pruned CNN, static int8 QDQ (per-channel); {calibration}",
     }
-    roles: dict[str, Literal["cloud", "edge", "edge-reference"]] = {
-        "cloud_fp32": "cloud",
-        "edge_fp32": "edge-reference",
-        "edge_int8": "edge",
-    }
-    variants = {}
-    for variant, name in names.items():
-        result = results[variant]
-        metrics = {"test_accuracy": result.test_accuracy}
-        if result.val_accuracy is not None:
-            metrics["val_accuracy"] = result.val_accuracy
-        if variant == "edge_int8":
-            metrics |= dict(backend_accuracy)
-        variants[variant] = VariantCard(
-            role=roles[variant],
-            precision="int8" if variant == "edge_int8" else "fp32",
-            description=descriptions[variant],
-            parameters=result.parameters,
-            macs=result.macs or 0,
-            artifacts=(
-                list(edge_artifacts)
-                if variant == "edge_int8"
-                else [artifact_card(directory / f"{name}.onnx", "onnxruntime")]
-            ),
-            metrics={key: round(value, 6) for key, value in metrics.items()},
-            latency_ms=latencies[variant],
-        )
-    shape = _input_shape(train)
+    metrics = {variant: _metrics(results[variant]) for variant in names}
+    metrics["edge_int8"] |= dict(backend_accuracy)
+    variants = variant_cards(
+        directory,
+        names,
+        exports,
+        descriptions=descriptions,
+        parameters={variant: results[variant].parameters for variant in names},
+        macs={variant: results[variant].macs or 0 for variant in names},
+        metrics=metrics,
+        latencies=latencies,
+    )
     in_graph = ["per-channel (x - mean) / std with the training windows' statistics"] if task.affine_in_graph else []
     minirocket = peers["peer_minirocket"].test_accuracy
-    card_agreement = dict(backend_agreement)
-    worst = min(card_agreement.values(), default=1.0)
     goals = {
-        "backends_agree": f"{'met' if worst >= 0.99 else 'missed'}: lowest argmax agreement {worst:.1%} (goal 99 %)",
+        "backends_agree": backends_goal(backend_agreement),
         "edge_int8_matches_minirocket": _goal(results["edge_int8"].test_accuracy, minirocket, at_least=True),
         "cloud_beats_minirocket": (
             "not applicable: MiniRocket is at 100 %"
             if minirocket >= 1.0
             else _goal(results["cloud_fp32"].test_accuracy, minirocket, at_least=False)
         ),
-    }
+    } | ratio_goals(
+        task.name,
+        latencies,
+        {variant: results[variant].test_accuracy for variant in names},
+        {variant: results[variant].bytes or 0 for variant in names},
+        metric="test accuracy",
+    )
     return TaskCard(
         task=task.name,
         summary=task.summary,
@@ -585,7 +605,7 @@ def _task_card(
         validation=f"out-of-fold over the training split ({plan.folds}-fold stratified, seed {seed})",
         input=InputCard(
             name="window",
-            shape=shape,
+            shape=_input_shape(train),
             layout=task.layout,
             sensor=task.sensor.value,
             unit=task.unit,
@@ -594,24 +614,14 @@ def _task_card(
             in_graph=in_graph,
         ),
         labels=list(data.class_names),
-        outputs=["probabilities"],
+        outputs=list(OUTPUTS),
         variants=variants,
-        peers={
-            key: PeerCard(
-                description=peer.description,
-                metrics={
-                    "test_accuracy": round(peer.test_accuracy, 6),
-                    "fit_and_predict_seconds": round(peer.seconds, 2),
-                },
-                environment=peer.environment,
-            )
-            for key, peer in peers.items()
-        },
-        backend_agreement={backend: round(share, 6) for backend, share in backend_agreement.items()},
+        peers=classifier_peer_cards(peers),
+        backend_agreement=rounded(backend_agreement),
         goals=goals,
         seed=seed,
         source_commit=commit,
-        rebuild=f"edgefleet models build {task.name}",
+        rebuild=rebuild_command(task.name),
         software=software_versions(),
         machine=machine_description(),
     )
@@ -645,16 +655,8 @@ def _markdown(
         f"| {cell(result.bytes, ',')} | {cell(result.val_accuracy, '.3f')} | {result.test_accuracy:.3f} |"
         for result in results.values()
     )
-    latency_rows = "\n".join(
-        f"| `{task.name}_{variant}` | {backend} | {milliseconds * 1000:.0f} |"
-        for variant, entry in card.variants.items()
-        for backend, milliseconds in entry.latency_ms.items()
-    )
-    files = ", ".join(
-        f"`{artifact.file}` ({artifact.bytes:,} bytes)" for artifact in card.variants["edge_int8"].artifacts
-    )
-    agreement_text = ", ".join(f"{backend} {share:.1%}" for backend, share in card.backend_agreement.items()) or "none"
-    skipped_text = "".join(f"\n- Not built: {backend} ({reason})." for backend, reason in skipped.items())
+    latencies = latency_rows(task.name, card)
+    files = edge_files(card)
     steps = (
         "; ".join(
             f"`{step['op']}({', '.join(f'{key}={value}' for key, value in step.items() if key != 'op')})`"
@@ -663,8 +665,6 @@ def _markdown(
         or "none"
     )
     in_graph = "; ".join(card.input.in_graph) or "none"
-    goals = "\n".join(f"- `{name}`: {text}" for name, text in card.goals.items())
-    limits = "\n".join(f"- {text}" for text in task.limits)
     edge, cloud = results["edge_int8"], results["cloud_fp32"]
     unpruned = results["edge_unpruned"]
     manifests = (
@@ -718,7 +718,7 @@ on the same preprocessed windows.
 {rows}
 
 Goals (issue 4):
-{goals}
+{bullets(card.goals)}
 
 ## Backends, size and speed
 
@@ -726,8 +726,8 @@ The edge model ships for three runtimes: {files}. The OpenVINO IR is converted f
 int8 model). The `.tflite` is converted by litert-torch from the same pruned student and quantized by it
 (int8 per-channel weights, activations calibrated by min and max on the same windows as ONNX Runtime's);
 its first convolution stays fp32 as in the `.onnx`. It takes one window per call; its output is the
-signature's `output_0`. Argmax agreement with ONNX Runtime on the test windows: {agreement_text} (goal 99 %,
-checked by the tests).{skipped_text}
+signature's `output_0`. Argmax agreement with ONNX Runtime on the test windows: {agreement_text(card)} (goal 99 %,
+checked by the tests).{skipped_text(skipped)}
 
 The edge int8 `.onnx` is {edge.bytes:,} bytes, {cell(edge.bytes and cloud.bytes and edge.bytes / cloud.bytes, ".1%")}
 of the cloud model's {cloud.bytes:,}. Median latency of one window (batch of one, one thread) measured by
@@ -735,11 +735,11 @@ the build on its machine ({card.machine}); `bench/models.py` measures all tasks 
 
 | artifact | backend | µs per window |
 |---|---|---:|
-{latency_rows}
+{latencies}
 
 ## Limits
 
-{limits}
+{bullets(task.limits)}
 - The edge validation figure describes the recipe (fold students pruned and quantized the same way), not
   the shipped student, which was trained on all training windows.
 
@@ -754,7 +754,6 @@ def run_command_line(
     build: Callable[..., dict[str, Any]], program: str, description: str, argv: list[str] | None = None
 ) -> None:
     """The ``python -m models.<task>`` entry every classification task shares."""
-    import argparse
 
     parser = argparse.ArgumentParser(prog=program, description=description.splitlines()[0] if description else None)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "quantized")

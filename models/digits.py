@@ -6,40 +6,18 @@ columns with the rows as channels is small and quantizes well. Run ``python -m m
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from models.classification import (
-    Architecture,
-    ClassificationPlan,
-    ClassificationTask,
-    build_classification,
-    run_command_line,
-)
+from models.classification import Architecture, ClassificationTask, TrainingShape, run_command_line, task_builder
 from models.datasets import load_digits
-from models.training import Distillation, Recipe, SeriesAugmentation
+from models.training import SeriesAugmentation
 from protocol.manifest import Scale
 from protocol.messages import SensorKind
 
-AUGMENTATION = SeriesAugmentation(max_shift=1, noise=0.05, scale=0.1, renormalize=False)
-
-
-def _recipe(epochs: int) -> Recipe:
-    return Recipe(epochs=epochs, batch_size=32, augmentation=AUGMENTATION)
-
-
-def _plan(folds: int, epochs: int) -> ClassificationPlan:
-    return ClassificationPlan(
-        folds=folds,
-        cloud=Architecture(widths=(64, 128, 128), kernels=(3, 3, 3), pools=(1, 1, 1)),
-        student=Architecture(widths=(32, 64, 64), kernels=(3, 3, 3), pools=(1, 1, 1)),
-        keep_ratio=0.5,
-        cloud_recipe=_recipe(epochs),
-        student_recipe=_recipe(epochs),
-        finetune_recipe=_recipe(epochs // 2),
-        distillation=Distillation(),
-    )
-
+SHAPE = TrainingShape(
+    cloud=Architecture(widths=(64, 128, 128), kernels=(3, 3, 3), pools=(1, 1, 1)),
+    student=Architecture(widths=(32, 64, 64), kernels=(3, 3, 3), pools=(1, 1, 1)),
+    batch_size=32,
+    augmentation=SeriesAugmentation(max_shift=1, noise=0.05, scale=0.1, renormalize=False),
+)
 
 TASK = ClassificationTask(
     name="digits",
@@ -53,8 +31,8 @@ TASK = ClassificationTask(
     unit="grey level 0-16",
     sample_rate_hz=None,
     layout="batch, image row, image column",
-    full=_plan(folds=5, epochs=60),
-    quick=_plan(folds=2, epochs=8),
+    full=SHAPE.plan(folds=5, epochs=60),
+    quick=SHAPE.plan(folds=2, epochs=8),
     about=(
         "scikit-learn's bundled digits (UCI optical recognition of handwritten digits, 8 × 8 downsampled, "
         "no download). It has no official split; scikit-learn's own example trains on the first half and "
@@ -69,17 +47,7 @@ TASK = ClassificationTask(
     peers_flatten=True,
 )
 
-
-def build(output_dir: Path, *, seed: int = 0, quick: bool = False, epochs: int | None = None) -> dict[str, Any]:
-    """Build the task (see :func:`models.classification.build_classification`)."""
-    del epochs  # the plans fix them; kept for the registry's common signature
-    return build_classification(TASK, output_dir, seed=seed, quick=quick)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command-line entry."""
-    run_command_line(build, "python -m models.digits", __doc__ or "", argv)
-
+build = task_builder(TASK)
 
 if __name__ == "__main__":
-    main()
+    run_command_line(build, "python -m models.digits", __doc__ or "")

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from torch import nn
 
@@ -35,15 +33,13 @@ from models.cards import (
     InputCard,
     PeerCard,
     TaskCard,
-    VariantCard,
-    artifact_card,
     machine_description,
     software_versions,
     write_card,
 )
 from models.datasets import WindowDataset, load_italy_power
 from models.evaluation import FaultResponse, OnnxWindowModel, accuracy, fault_responses, nearest_neighbour_predictions
-from models.export import export_onnx, file_digest, quantize_int8, source_commit, write_manifest
+from models.export import export_onnx, quantize_int8, source_commit
 from models.networks import (
     AveragedEnsemble,
     ConvClassifier,
@@ -58,10 +54,24 @@ from models.packaging import (
     available_backends,
     backend_predictions,
     export_edge_backends,
-    manifest_exports,
-    variant_latencies,
 )
 from models.peers import PeerResult, run_peers
+from models.pipeline import (
+    ManifestCommon,
+    backends_goal,
+    build_steps,
+    bullets,
+    classifier_peer_cards,
+    latency_metrics,
+    measure_latencies,
+    ratio_goals,
+    rebuild_command,
+    rounded,
+    skipped_text,
+    variant_cards,
+    variant_names,
+    write_manifests,
+)
 from models.training import (
     Advance,
     Distillation,
@@ -73,12 +83,9 @@ from models.training import (
     train_classifier,
 )
 from protocol.manifest import (
-    ExportedArtifact,
     InputSpec,
-    ModelManifest,
     OutputSpec,
     PreprocessStep,
-    Quantization,
     ZNormalize,
 )
 from protocol.messages import SensorKind
@@ -86,13 +93,12 @@ from protocol.preprocessing import preprocess
 
 TASK = "italy_power"
 VERSION = "1.0.0"
-CLOUD_NAME = f"{TASK}_cloud_fp32"
-EDGE_NAME = f"{TASK}_edge_int8"
-EDGE_FP32_NAME = f"{TASK}_edge_fp32"
+NAMES = variant_names(TASK)
+CLOUD_NAME, EDGE_NAME = NAMES["cloud_fp32"], NAMES["edge_int8"]
 PREPROCESSING: list[PreprocessStep] = [ZNormalize()]
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "quantized"
 REPOSITORY = Path(__file__).resolve().parent.parent
-REBUILD = f"edgefleet models build {TASK}"
+REBUILD = rebuild_command(TASK)
 
 # Kept fp32 in the int8 graph. The anomaly branch: its intermediate values for faulty windows lie far
 # outside the range calibrated on normal windows, so int8 would clip exactly the scores that matter
@@ -245,28 +251,11 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
     labels = data.train_labels
     cloud_path = output_dir / f"{CLOUD_NAME}.onnx"
     edge_path = output_dir / f"{EDGE_NAME}.onnx"
-    edge_fp32_path = output_dir / f"{EDGE_FP32_NAME}.onnx"
+    edge_fp32_path = output_dir / f"{NAMES['edge_fp32']}.onnx"
     total_epochs = plan.folds * plan.cloud_recipe.epochs + (plan.folds + 1) * plan.edge_recipe.epochs
 
-    with (
-        Progress(
-            TextColumn("[bold]{task.description:<34}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("epochs"),
-            TimeElapsedColumn(),
-        ) as progress,
-        tempfile.TemporaryDirectory(prefix=f"edgefleet-{TASK}-") as scratch_dir,
-    ):
-        scratch = Path(scratch_dir)
-        bar = progress.add_task("", total=total_epochs)
-
-        def describe(phase: str) -> None:
-            progress.update(bar, description=phase)
-
-        def advance() -> None:
-            progress.advance(bar)
-
+    with build_steps(TASK, total_epochs) as run:
+        scratch, describe, advance = run.scratch, run.describe, run.advance
         validation = _cross_validate(plan, data, train, seed=seed, scratch=scratch, describe=describe, advance=advance)
         cloud_classifier = AveragedEnsemble(validation.members).eval()
         scorer = fit_subspace_scorer(train, components=plan.anomaly_components)
@@ -311,11 +300,7 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
         per_backend = backend_predictions(output_dir, EDGE_NAME, test, backends)
         backend_agreement = agreement(per_backend, strict=not quick)
         describe("latency per window")
-        latencies = {
-            CLOUD_NAME: variant_latencies(output_dir, CLOUD_NAME, test[0], ["onnxruntime"]),
-            EDGE_FP32_NAME: variant_latencies(output_dir, EDGE_FP32_NAME, test[0], ["onnxruntime"]),
-            EDGE_NAME: variant_latencies(output_dir, EDGE_NAME, test[0], backends),
-        }
+        latencies = measure_latencies(output_dir, NAMES, test[0], backends)
 
     baseline_test = accuracy(nearest_neighbour_predictions(train, labels, test), data.test_labels)
     peers = run_peers(train, labels, test, data.test_labels, seed=seed)
@@ -353,49 +338,48 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
         f"MinMax over the {len(train)} z-normalized training windows (test split unused); "
         f"kept fp32: the anomaly-score branch and Softmax ({len(kept_fp32)} nodes)"
     )
-    cloud_manifest = _manifest(
-        name=CLOUD_NAME,
-        role="cloud",
-        path=cloud_path,
-        data=data,
-        result=results["cloud_fp32"],
-        baseline=baseline_test,
-        faults=cloud_faults,
-        quantization=Quantization(),
-        distilled_from=None,
-        commit=commit,
+    common = {"baseline_1nn_accuracy": baseline_test}
+    manifest_paths = write_manifests(
+        ManifestCommon(
+            task=TASK,
+            version=VERSION,
+            input=InputSpec(
+                name="window",
+                shape=[None, data.window_size],
+                sensor=SensorKind.POWER,
+                unit="kW",
+                window_size=data.window_size,
+                hop=data.window_size,
+                sample_rate_hz=1.0 / 3600.0,
+                preprocessing=PREPROCESSING,
+            ),
+            output=OutputSpec(
+                probabilities="probabilities", labels=list(data.class_names), anomaly_score="anomaly_score"
+            ),
+            data=data.describe(),
+            commit=commit,
+            calibration=calibration,
+            exports=exports,
+        ),
+        output_dir,
+        NAMES,
+        parameters={variant: results[variant].parameters for variant in NAMES},
+        # The edge fp32 graph's anomaly branch is the int8 graph's (kept fp32 there): same fault responses.
+        metrics={
+            "cloud_fp32": _metrics(results["cloud_fp32"], common, cloud_faults, latencies["cloud_fp32"]),
+            "edge_int8": _metrics(
+                results["edge_int8"],
+                {
+                    **common,
+                    "edge_fp32_test_accuracy": results["edge_fp32"].test_accuracy,
+                    "cloud_agreement": cloud_agreement,
+                },
+                edge_faults,
+                latencies["edge_int8"],
+            ),
+            "edge_fp32": _metrics(results["edge_fp32"], common, edge_faults, latencies["edge_fp32"]),
+        },
     )
-    edge_manifest = _manifest(
-        name=EDGE_NAME,
-        role="edge",
-        path=edge_path,
-        data=data,
-        result=results["edge_int8"],
-        baseline=baseline_test,
-        faults=edge_faults,
-        quantization=Quantization(scheme="qdq-int8-static", per_channel=True, calibration=calibration),
-        distilled_from=CLOUD_NAME,
-        commit=commit,
-        extra={"edge_fp32_test_accuracy": results["edge_fp32"].test_accuracy, "cloud_agreement": cloud_agreement},
-        exports=manifest_exports(exports),
-    )
-    # The edge fp32 model gets a manifest too: where int8 is slower on a CPU, an agent can run it instead.
-    # Its anomaly branch is the int8 graph's (kept fp32 there), so the fault responses are the same.
-    edge_fp32_manifest = _manifest(
-        name=EDGE_FP32_NAME,
-        role="edge",
-        path=edge_fp32_path,
-        data=data,
-        result=results["edge_fp32"],
-        baseline=baseline_test,
-        faults=edge_faults,
-        quantization=Quantization(),
-        distilled_from=CLOUD_NAME,
-        commit=commit,
-    )
-    manifest_paths = [
-        write_manifest(manifest, output_dir) for manifest in (cloud_manifest, edge_manifest, edge_fp32_manifest)
-    ]
     card_path = output_dir / f"{TASK}.md"
     card_path.write_text(
         _model_card(
@@ -480,31 +464,25 @@ def _task_card(
     peers: Mapping[str, PeerResult],
 ) -> TaskCard:
     example = torch.zeros(1, data.window_size)
-    names = {"cloud_fp32": CLOUD_NAME, "edge_fp32": EDGE_FP32_NAME, "edge_int8": EDGE_NAME}
     descriptions = {
         "cloud_fp32": f"ensemble of {plan.folds} 1D CNNs {plan.cloud_widths}, averaged probabilities",
         "edge_fp32": f"1D CNN {plan.edge_widths} distilled from the ensemble (reference, not shipped to devices)",
         "edge_int8": f"the distilled CNN, static int8 QDQ (per-channel); {calibration}",
     }
-    variants = {}
-    for key, name in names.items():
-        result = results[key]
-        artifacts = (
-            exports.artifacts if key == "edge_int8" else [artifact_card(directory / f"{name}.onnx", "onnxruntime")]
-        )
-        metrics = {"test_accuracy": result.test_accuracy, "val_accuracy": result.val_accuracy}
-        if key == "edge_int8":
-            metrics |= {**backend_accuracy, **_anomaly_metrics(edge_faults)}
-        variants[key] = VariantCard(
-            role="cloud" if key == "cloud_fp32" else ("edge" if key == "edge_int8" else "edge-reference"),
-            precision="int8" if key == "edge_int8" else "fp32",
-            description=descriptions[key],
-            parameters=result.parameters,
-            macs=multiply_accumulates(modules[key], example),
-            artifacts=artifacts,
-            metrics={metric: round(value, 6) for metric, value in metrics.items()},
-            latency_ms=latencies[name],
-        )
+    metrics = {
+        key: {"test_accuracy": results[key].test_accuracy, "val_accuracy": results[key].val_accuracy} for key in NAMES
+    }
+    metrics["edge_int8"] |= {**backend_accuracy, **_anomaly_metrics(edge_faults)}
+    variants = variant_cards(
+        directory,
+        NAMES,
+        exports,
+        descriptions=descriptions,
+        parameters={key: results[key].parameters for key in NAMES},
+        macs={key: multiply_accumulates(modules[key], example) for key in NAMES},
+        metrics=metrics,
+        latencies=latencies,
+    )
     return TaskCard(
         task=TASK,
         summary="winter or summer day, from 24 hourly readings of Italy's electricity demand",
@@ -528,20 +506,10 @@ def _task_card(
                 metrics={"test_accuracy": round(results["baseline_1nn"].test_accuracy, 6)},
                 environment="numpy, in the build",
             ),
-            **{
-                key: PeerCard(
-                    description=peer.description,
-                    metrics={
-                        "test_accuracy": round(peer.test_accuracy, 6),
-                        "fit_and_predict_seconds": round(peer.seconds, 2),
-                    },
-                    environment=peer.environment,
-                )
-                for key, peer in peers.items()
-            },
+            **classifier_peer_cards(peers),
         },
-        backend_agreement={backend: round(share, 6) for backend, share in backend_agreement.items()},
-        goals=_goals(results, peers, backend_agreement),
+        backend_agreement=rounded(backend_agreement),
+        goals=_goals(results, peers, backend_agreement, latencies),
         seed=seed,
         source_commit=commit,
         rebuild=REBUILD,
@@ -551,11 +519,13 @@ def _task_card(
 
 
 def _goals(
-    results: Mapping[str, VariantResult], peers: Mapping[str, PeerResult], backend_agreement: Mapping[str, float]
+    results: Mapping[str, VariantResult],
+    peers: Mapping[str, PeerResult],
+    backend_agreement: Mapping[str, float],
+    latencies: Mapping[str, Mapping[str, float]],
 ) -> dict[str, str]:
     minirocket = peers["peer_minirocket"].test_accuracy
     edge, cloud = results["edge_int8"].test_accuracy, results["cloud_fp32"].test_accuracy
-    worst = min(backend_agreement.values(), default=1.0)
 
     def versus(value: float, *, at_least: bool) -> str:
         met = value >= minirocket if at_least else value > minirocket
@@ -563,10 +533,16 @@ def _goals(
         return f"{verdict}: {value:.3f} against MiniRocket's {minirocket:.3f}"
 
     return {
-        "backends_agree": f"{'met' if worst >= 0.99 else 'missed'}: lowest argmax agreement {worst:.1%} (goal 99 %)",
+        "backends_agree": backends_goal(backend_agreement),
         "edge_int8_matches_minirocket": versus(edge, at_least=True),
         "cloud_beats_minirocket": versus(cloud, at_least=False),
-    }
+    } | ratio_goals(
+        TASK,
+        latencies,
+        {key: results[key].test_accuracy for key in NAMES},
+        {key: results[key].bytes or 0 for key in NAMES},
+        metric="test accuracy",
+    )
 
 
 def _predict(model: nn.Module, windows: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
@@ -594,57 +570,19 @@ def _anomaly_metrics(faults: Mapping[str, FaultResponse]) -> dict[str, float]:
     return metrics
 
 
-def _manifest(
-    *,
-    name: str,
-    role: Literal["edge", "cloud"],
-    path: Path,
-    data: WindowDataset,
+def _metrics(
     result: VariantResult,
-    baseline: float,
+    extra: Mapping[str, float],
     faults: Mapping[str, FaultResponse],
-    quantization: Quantization,
-    distilled_from: str | None,
-    commit: str | None,
-    extra: Mapping[str, float] | None = None,
-    exports: list[ExportedArtifact] | None = None,
-) -> ModelManifest:
-    sha256, size = file_digest(path)
-    metrics = {
+    latencies: Mapping[str, float],
+) -> dict[str, float]:
+    return {
         "test_accuracy": result.test_accuracy,
         "val_accuracy": result.val_accuracy,
-        "baseline_1nn_accuracy": baseline,
-        **(extra or {}),
+        **extra,
         **_anomaly_metrics(faults),
+        **latency_metrics(latencies),
     }
-    return ModelManifest(
-        name=name,
-        version=VERSION,
-        task=TASK,
-        role=role,
-        artifact=path.name,
-        sha256=sha256,
-        bytes=size,
-        input=InputSpec(
-            name="window",
-            shape=[None, data.window_size],
-            sensor=SensorKind.POWER,
-            unit="kW",
-            window_size=data.window_size,
-            hop=data.window_size,
-            sample_rate_hz=1.0 / 3600.0,
-            preprocessing=PREPROCESSING,
-        ),
-        output=OutputSpec(probabilities="probabilities", labels=list(data.class_names), anomaly_score="anomaly_score"),
-        quantization=quantization,
-        exports=exports or [],
-        parameters=result.parameters,
-        metrics={key: round(value, 6) for key, value in metrics.items()},
-        distilled_from=distilled_from,
-        data=data.describe(),
-        source_commit=commit,
-        rebuild=REBUILD,
-    )
 
 
 def _model_card(
@@ -663,15 +601,15 @@ def _model_card(
 ) -> str:
     train_count, test_count = len(data.train_labels), len(data.test_labels)
     peer_text = "; ".join(f"{peer.description}: {peer.test_accuracy:.3f}" for peer in peers.values())
-    goals = "\n".join(f"- `{name}`: {text}" for name, text in _goals(results, peers, backend_agreement).items())
+    goals = bullets(_goals(results, peers, backend_agreement, latencies))
     files = ", ".join(f"`{artifact.file}` ({artifact.bytes:,} bytes)" for artifact in exports.artifacts)
-    latency_rows = "\n".join(
-        f"| `{name}` | {backend} | {milliseconds * 1000:.0f} |"
-        for name, by_backend in latencies.items()
+    latency_table = "\n".join(
+        f"| `{NAMES[variant]}` | {backend} | {milliseconds * 1000:.0f} |"
+        for variant, by_backend in latencies.items()
         for backend, milliseconds in by_backend.items()
     )
-    agreement_text = ", ".join(f"{backend} {share:.1%}" for backend, share in backend_agreement.items()) or "none"
-    skipped = "".join(f"\n- Not built: {backend} ({reason})." for backend, reason in exports.skipped.items())
+    agreements = ", ".join(f"{backend} {share:.1%}" for backend, share in backend_agreement.items()) or "none"
+    skipped = skipped_text(exports.skipped)
     rows = "\n".join(
         f"| {result.label} | {result.parameters:,} | {'—' if result.bytes is None else f'{result.bytes:,}'} "
         f"| {result.val_accuracy:.3f} | {result.test_accuracy:.3f} |"
@@ -767,7 +705,7 @@ litert-torch from the same trained student and quantized by it (int8 per-channel
 training windows); its first convolution stays fp32 so that its input, shared with the fp32 anomaly
 branch, stays fp32. It takes one window per call (`[1, {data.window_size}]`); its outputs are the
 signature's `output_0` (probabilities) and `output_1` (anomaly score). Argmax agreement with ONNX Runtime
-on the {test_count} test windows: {agreement_text} (the build fails below 99 %).{skipped}
+on the {test_count} test windows: {agreements} (the build fails below 99 %).{skipped}
 
 `{EDGE_NAME}.onnx` is {edge.bytes:,} bytes ({edge.parameters:,} trained parameters);
 `{CLOUD_NAME}.onnx` is {cloud.bytes:,} bytes ({cloud.parameters:,} parameters). For a network this small
@@ -777,7 +715,7 @@ its machine (see `{TASK}.card.json`; `bench/models.py` measures all tasks side b
 
 | artifact | backend | µs per window |
 |---|---|---:|
-{latency_rows}
+{latency_table}
 
 At this size a window costs a few tens of thousands of multiply-accumulates, so the runtimes' fixed cost per
 call, not arithmetic, sets these figures; int8 is no faster than fp32 here.

@@ -9,41 +9,19 @@ changes the apparent frequency of the mains cycle. Run ``python -m models.plaid 
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from models.classification import (
-    Architecture,
-    ClassificationPlan,
-    ClassificationTask,
-    build_classification,
-    run_command_line,
-)
+from models.classification import Architecture, ClassificationTask, TrainingShape, run_command_line, task_builder
 from models.datasets import load_plaid
-from models.training import Distillation, Recipe, SeriesAugmentation
+from models.training import SeriesAugmentation
 from protocol.manifest import ZNormalize
 from protocol.messages import SensorKind
 
 WINDOW = 512
-AUGMENTATION = SeriesAugmentation(max_shift=8, noise=0.03, scale=0.1, renormalize=False)
-
-
-def _recipe(epochs: int) -> Recipe:
-    return Recipe(epochs=epochs, batch_size=32, augmentation=AUGMENTATION)
-
-
-def _plan(folds: int, epochs: int) -> ClassificationPlan:
-    return ClassificationPlan(
-        folds=folds,
-        cloud=Architecture(widths=(32, 64, 64, 64), kernels=(9, 7, 5, 3), pools=(2, 2, 2, 1)),
-        student=Architecture(widths=(16, 32, 32, 32), kernels=(9, 7, 5, 3), pools=(2, 2, 2, 1)),
-        keep_ratio=0.5,
-        cloud_recipe=_recipe(epochs),
-        student_recipe=_recipe(epochs),
-        finetune_recipe=_recipe(epochs // 2),
-        distillation=Distillation(),
-    )
-
+SHAPE = TrainingShape(
+    cloud=Architecture(widths=(32, 64, 64, 64), kernels=(9, 7, 5, 3), pools=(2, 2, 2, 1)),
+    student=Architecture(widths=(16, 32, 32, 32), kernels=(9, 7, 5, 3), pools=(2, 2, 2, 1)),
+    batch_size=32,
+    augmentation=SeriesAugmentation(max_shift=8, noise=0.03, scale=0.1, renormalize=False),
+)
 
 TASK = ClassificationTask(
     name="plaid",
@@ -57,8 +35,8 @@ TASK = ClassificationTask(
     unit="A",
     sample_rate_hz=None,  # the archive's series are resampled from 30 kHz; it does not state their rate
     layout="batch, sample",
-    full=_plan(folds=5, epochs=100),
-    quick=_plan(folds=2, epochs=10),
+    full=SHAPE.plan(folds=5, epochs=100),
+    quick=SHAPE.plan(folds=2, epochs=10),
     about=(
         "UCR archive's PLAID (Plug Load Appliance Identification Dataset), bundled with sktime (no "
         "download): current drawn by 11 appliance types (the archive numbers them 0–10), 537 recordings per "
@@ -73,17 +51,7 @@ TASK = ClassificationTask(
     ),
 )
 
-
-def build(output_dir: Path, *, seed: int = 0, quick: bool = False, epochs: int | None = None) -> dict[str, Any]:
-    """Build the task (see :func:`models.classification.build_classification`)."""
-    del epochs  # the plans fix them; kept for the registry's common signature
-    return build_classification(TASK, output_dir, seed=seed, quick=quick)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command-line entry."""
-    run_command_line(build, "python -m models.plaid", __doc__ or "", argv)
-
+build = task_builder(TASK)
 
 if __name__ == "__main__":
-    main()
+    run_command_line(build, "python -m models.plaid", __doc__ or "")

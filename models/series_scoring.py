@@ -59,14 +59,21 @@ class DiscordResult:
 
 
 def matrix_profile_discords(
-    train: FloatArray, test: FloatArray, labels: npt.NDArray[np.int64], window: int
+    train: FloatArray,
+    test: FloatArray,
+    labels: npt.NDArray[np.int64],
+    window: int,
+    *,
+    scored: npt.NDArray[np.bool_] | None = None,
 ) -> dict[str, DiscordResult]:
     """Matrix-profile discords (stumpy's STOMP): self-join on the test stretch; join with the normal stretch.
 
     A subsequence's score is the z-normalized distance to its nearest neighbour: in the self-join, among
     the test stretch's other subsequences (the classic discord, unsupervised); in the join, among the
-    training stretch's (the same semi-supervised setting as the autoencoders).
+    training stretch's (the same semi-supervised setting as the autoencoders). ``scored`` limits the
+    figures to some readings (all by default).
     """
+    keep = np.ones(len(labels), dtype=bool) if scored is None else scored
     import stumpy
 
     environment = f"training environment: stumpy {metadata.version('stumpy')}"
@@ -75,7 +82,7 @@ def matrix_profile_discords(
     self_join = np.asarray(stumpy.stump(test, m=window)[:, 0], dtype=np.float64)
     results["peer_stomp_discord"] = DiscordResult(
         "STOMP self-join discord (stumpy), distance to the nearest other subsequence of the test stretch",
-        detection_figures(reading_scores(self_join, window), labels),
+        detection_figures(reading_scores(self_join, window)[keep], labels[keep]),
         time.perf_counter() - started,
         environment,
     )
@@ -83,7 +90,7 @@ def matrix_profile_discords(
     joined = np.asarray(stumpy.stump(test, m=window, T_B=train, ignore_trivial=False)[:, 0], dtype=np.float64)
     results["peer_stomp_join"] = DiscordResult(
         "STOMP join with the training stretch (stumpy), distance to the nearest normal subsequence",
-        detection_figures(reading_scores(joined, window), labels),
+        detection_figures(reading_scores(joined, window)[keep], labels[keep]),
         time.perf_counter() - started,
         environment,
     )
