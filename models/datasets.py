@@ -45,6 +45,7 @@ class WindowDataset:
         split = {
             "scikit-learn digits": "first half / second half",
             "espeak-ng keywords in noise": "split by voice",
+            "simulated camera frames": "split by scene seed",
         }.get(self.name, "official split")
         return f"{self.name}, {split}: train {len(self.train_labels)} / test {len(self.test_labels)}"
 

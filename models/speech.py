@@ -9,6 +9,7 @@ Same espeak-ng version and seed: same clips.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import shutil
 import subprocess
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from models.datasets import WindowDataset, load_keywords
 
 SAMPLE_RATE = 16_000
 CLIP = SAMPLE_RATE
@@ -107,3 +110,25 @@ def keyword_clips(variants: tuple[str, ...], per_label: int, *, seed: int) -> Ke
                 clips.append(_clip(synthesize(label, voice, speed=speed, pitch=pitch), rng))
             labels.append(index)
     return KeywordClips(np.stack(clips), np.asarray(labels, dtype=np.int64))
+
+
+PCM16_FULL_SCALE = 32768.0
+
+
+def pcm16(clips: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Clips in [-1, 1] as a microphone delivers them: 16-bit PCM sample values (rounded, clipped), as floats."""
+    return np.clip(np.round(clips * PCM16_FULL_SCALE), -32768.0, 32767.0)
+
+
+def load_keywords_pcm16() -> WindowDataset:
+    """The keywords data set (:func:`models.datasets.load_keywords`) with clips as 16-bit PCM sample values.
+
+    A device's microphone (and a WAV file) gives integers; the model's manifest scales them to [-1, 1]
+    before the MFCC. Integer samples also keep an escalated second of audio within a message's size limit.
+    """
+    data = load_keywords()
+    return dataclasses.replace(
+        data,
+        train_windows=pcm16(data.train_windows),
+        test_windows=pcm16(data.test_windows),
+    )

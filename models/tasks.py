@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from models.camera_frames import load_camera
 from models.cards import TaskCard, read_card
 from models.datasets import (
     LabelledSeries,
@@ -24,7 +25,6 @@ from models.datasets import (
     load_digits,
     load_italy_power,
     load_kdd_tsad_135,
-    load_keywords,
     load_mitdb,
     load_plaid,
 )
@@ -32,6 +32,7 @@ from models.evaluation import accuracy
 from models.runtimes import Backend, load_runner
 from models.series_scoring import detection_figures, reading_scores, sliding_windows
 from models.signals import apply_preprocessing
+from models.speech import load_keywords_pcm16
 
 COMMITTED = Path(__file__).resolve().parent / "quantized"
 VARIANTS = ("edge_int8", "edge_fp32", "cloud_fp32")
@@ -99,7 +100,14 @@ TASKS: dict[str, Task] = {
             "which of ten spoken keywords or silence, from one second of audio in noise",
             "models.keywords",
             "classification",
-            load_keywords,
+            load_keywords_pcm16,
+        ),
+        Task(
+            "camera",
+            "how many objects (none to three) a simulated camera frame shows",
+            "models.camera",
+            "classification",
+            load_camera,
         ),
         Task(
             "anomaly_mitdb",
