@@ -32,7 +32,7 @@ from cloud_hub.errors import HubError, JudgeError, ModelLoadError, StoreError, W
 from cloud_hub.store import Store
 from protocol.manifest import ModelManifest
 from protocol.messages import Escalation, Outcome, Verdict
-from protocol.preprocessing import preprocess
+from protocol.preprocessing import PreprocessingError, preprocess
 
 
 class Judge:
@@ -103,6 +103,11 @@ class Judge:
                 f"window of escalation {escalation.message_id!r} has {size} samples; "
                 f"model {self._manifest.name} {self._manifest.version} takes {self.window_size}"
             )
+        # Refused here, alone, rather than failing the batch it would join.
+        try:
+            preprocess(np.asarray(escalation.window.values, dtype=np.float64), self._manifest.input.preprocessing)
+        except PreprocessingError as exc:
+            raise WindowError(f"window of escalation {escalation.message_id!r} cannot be preprocessed: {exc}") from exc
 
     def judge(self, escalations: Sequence[Escalation]) -> list[Outcome]:
         """One outcome per escalation, in order, from one run of the model."""
@@ -117,7 +122,11 @@ class Judge:
         data = np.asarray(windows, dtype=np.float64)
         if data.ndim != 2 or data.shape[1] != self.window_size:
             raise WindowError(f"windows of shape {data.shape} do not fit a model taking {self.window_size} samples")
-        batch = preprocess(data, self._manifest.input.preprocessing).reshape((data.shape[0], *self._feature_shape))
+        try:
+            batch = preprocess(data, self._manifest.input.preprocessing)
+        except PreprocessingError as exc:
+            raise WindowError(f"a window cannot be preprocessed for model {self._manifest.name}: {exc}") from exc
+        batch = batch.reshape((data.shape[0], *self._feature_shape))
         try:
             results = self._session.run(self._outputs, {self._manifest.input.name: batch})
         except Exception as exc:  # onnxruntime's errors derive from Exception directly

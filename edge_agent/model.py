@@ -11,10 +11,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from edge_agent.backends import BACKENDS, InferenceBackend, artifact_for
-from edge_agent.errors import ModelLoadError
+from edge_agent.errors import InferenceError, ModelLoadError
 from protocol.manifest import ModelManifest
 from protocol.messages import Outcome
-from protocol.preprocessing import preprocess
+from protocol.preprocessing import PreprocessingError, preprocess
 from protocol.signing import SignatureError, load_public_key, verify
 
 
@@ -42,7 +42,10 @@ class LoadedModel:
 
     def infer(self, windows: Sequence[Sequence[float]]) -> list[Outcome]:
         """Preprocess and run a batch of raw windows; one outcome per window."""
-        batch = preprocess(np.asarray(windows, dtype=np.float64), self.manifest.input.preprocessing)
+        try:
+            batch = preprocess(np.asarray(windows, dtype=np.float64), self.manifest.input.preprocessing)
+        except PreprocessingError as exc:
+            raise InferenceError(f"a window cannot be preprocessed for {self.manifest.name}: {exc}") from exc
         shape = [len(windows)] + [dim if dim is not None else -1 for dim in self.manifest.input.shape[1:]]
         output = self.backend.run(batch.reshape(shape))
         labels = self.manifest.output.labels

@@ -31,9 +31,21 @@ def preprocess(windows: npt.ArrayLike, steps: Sequence[PreprocessStep]) -> npt.N
     data = np.asarray(windows, dtype=np.float64)
     if data.ndim == 1:
         data = data[np.newaxis, :]
-    for step in steps:
-        data = apply_step(data, step)
-    return data.astype(np.float32)
+    # Finite but extreme values (1e300, say) overflow a mean or a square: refuse the window, never
+    # hand a model inf or NaN.
+    with np.errstate(over="raise", invalid="raise"):
+        for step in steps:
+            try:
+                data = apply_step(data, step)
+            except FloatingPointError as exc:
+                raise PreprocessingError(f"step {step.op!r} leaves the float range on this window: {exc}") from exc
+    if not np.all(np.isfinite(data)):
+        raise PreprocessingError("a window is not finite after preprocessing")
+    with np.errstate(over="raise"):
+        try:
+            return data.astype(np.float32)
+        except FloatingPointError as exc:
+            raise PreprocessingError(f"a preprocessed window does not fit float32: {exc}") from exc
 
 
 def apply_step(data: Floats, step: PreprocessStep) -> Floats:

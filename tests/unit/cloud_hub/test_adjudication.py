@@ -115,6 +115,20 @@ async def test_batching_judge_rejects_a_bad_window_at_once(judge: Judge) -> None
         assert (await batching.judge(factories.escalation())).label == "winter"
 
 
+async def test_a_window_of_extreme_values_is_refused_alone_and_its_batch_is_judged(judge: Judge) -> None:
+    # Finite, so the protocol accepts it, but its mean and variance overflow float64.
+    extreme = factories.escalation(values=[-1.7e308, 1.7e308, 3.0] * 8)
+    with pytest.raises(WindowError, match="cannot be preprocessed"):
+        judge.check(extreme)
+    with pytest.raises(WindowError, match="cannot be preprocessed"):
+        judge.judge_windows([[-1.7e308, 1.7e308, 3.0] * 8])
+    async with BatchingJudge(judge, max_batch=4, max_wait_ms=20.0) as batching:
+        good = [batching.judge(factories.escalation(values=WINTER)) for _ in range(3)]
+        results = await asyncio.gather(batching.judge(extreme), *good, return_exceptions=True)
+    assert isinstance(results[0], WindowError)
+    assert [outcome.label for outcome in results[1:]] == ["winter"] * 3  # type: ignore[union-attr]
+
+
 async def test_batching_judge_is_unusable_outside_its_context(judge: Judge) -> None:
     batching = BatchingJudge(judge)
     with pytest.raises(JudgeError, match="not running"):

@@ -172,3 +172,13 @@ def test_steps_round_trip_through_json() -> None:
     assert adapter.validate_json(adapter.dump_json(steps)) == steps
     with pytest.raises(ValidationError):
         adapter.validate_python([{"op": "spectrogram"}])
+
+
+def test_windows_that_leave_the_float_range_are_refused_not_turned_into_nan() -> None:
+    from protocol.manifest import ZNormalize
+
+    with pytest.raises(PreprocessingError, match="znorm"):
+        preprocess(np.array([[-1.7e308, 1.7e308, 3.0, 1.0]]), [ZNormalize()])
+    with pytest.raises(PreprocessingError, match="float32"):
+        preprocess(np.array([[1e300, 2e300]]), [Scale(factor=1.0)])
+    assert np.all(np.isfinite(preprocess(np.array([[1e30, -1e30, 0.0, 5.0]]), [ZNormalize()])))
