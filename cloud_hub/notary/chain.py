@@ -310,11 +310,9 @@ def _wait_for_receipt(
 ) -> TxReceipt:
     deadline = time.monotonic() + timeout_s
     while True:
-        with lock, _translated(f"waiting for transaction {tx_hash.hex()}"):
-            try:
-                return w3.eth.get_transaction_receipt(tx_hash)
-            except TransactionNotFound:
-                pass
+        # Not mined yet: look again after the poll interval.
+        with lock, _translated(f"waiting for transaction {tx_hash.hex()}"), contextlib.suppress(TransactionNotFound):
+            return w3.eth.get_transaction_receipt(tx_hash)
         if time.monotonic() > deadline:
             raise NotaryTimeoutError(f"transaction {tx_hash.hex()} was not mined within {timeout_s:g} s")
         time.sleep(poll_interval_s)

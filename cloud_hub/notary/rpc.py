@@ -14,6 +14,7 @@ the node and this is not needed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -48,10 +49,8 @@ def _block(value: object) -> BlockIdentifier:
     if value == "earliest":
         return 0
     if isinstance(value, str) and value.startswith("0x"):
-        try:
+        with contextlib.suppress(ValueError):  # not hex: refused below
             return int(value, 16)
-        except ValueError:
-            pass
     raise _RpcError(_INVALID_PARAMS, f"not a block: {value!r}")
 
 
