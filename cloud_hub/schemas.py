@@ -41,6 +41,14 @@ class _Schema(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+class _Page(_Schema):
+    """One page of a listing: ``items`` (declared by each listing), the full count, and where the page starts."""
+
+    total: int
+    limit: int
+    offset: int
+
+
 class StreamPublic(_Schema):
     name: str
     sensor: SensorKind
@@ -97,11 +105,8 @@ class DevicePublic(_Schema):
         )
 
 
-class DevicesPublic(_Schema):
+class DevicesPublic(_Page):
     items: list[DevicePublic]
-    total: int
-    limit: int
-    offset: int
 
 
 class OutcomePublic(_Schema):
@@ -166,11 +171,8 @@ def _outcome(
     return OutcomePublic(model=model, model_version=version, label=label, confidence=confidence, anomaly_score=anomaly)
 
 
-class EventsPublic(_Schema):
+class EventsPublic(_Page):
     items: list[EventPublic]
-    total: int
-    limit: int
-    offset: int
 
 
 class StatsPublic(_Schema):
@@ -326,11 +328,8 @@ class ChainPublic(_Schema):
     model_id_format: str = Field(default="{name}@{version}", description="How a model's anchor id is formed.")
 
 
-class RegisteredModelsPublic(_Schema):
+class RegisteredModelsPublic(_Page):
     items: list[RegisteredModelPublic]
-    total: int
-    limit: int
-    offset: int
 
 
 class AgreementPublic(_Schema):
@@ -410,11 +409,8 @@ class RolloutPublic(_Schema):
         )
 
 
-class RolloutsPublic(_Schema):
+class RolloutsPublic(_Page):
     items: list[RolloutPublic]
-    total: int
-    limit: int
-    offset: int
 
 
 class TransitionPublic(_Schema):
@@ -505,11 +501,8 @@ class DriftAlertPublic(_Schema):
         )
 
 
-class DriftAlertsPublic(_Schema):
+class DriftAlertsPublic(_Page):
     items: list[DriftAlertPublic]
-    total: int
-    limit: int
-    offset: int
 
 
 class TriggerPublic(_Schema):
@@ -538,11 +531,8 @@ class TriggerPublic(_Schema):
         )
 
 
-class TriggersPublic(_Schema):
+class TriggersPublic(_Page):
     items: list[TriggerPublic]
-    total: int
-    limit: int
-    offset: int
 
 
 class DriftCheckPublic(_Schema):
@@ -633,11 +623,8 @@ class AuditEntryPublic(_Schema):
         )
 
 
-class AuditPublic(_Schema):
+class AuditPublic(_Page):
     items: list[AuditEntryPublic]
-    total: int
-    limit: int
-    offset: int
 
 
 class InvalidPublic(_Schema):
