@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from cloud_hub.store import ApiToken, AuditEntry, Page, Scope, Store, utc_now
+from cloud_hub.store import ApiToken, AuditEntry, Page, Scope, Store, page_of, utc_now
 from protocol.errors import TopicError
 from protocol.topics import check_segment
 
@@ -236,8 +236,5 @@ async def list_audit(
     if since is not None:
         conditions.append(AuditEntry.at >= since)
     async with store.transaction("read the audit log") as session:
-        rows = await session.scalars(
-            select(AuditEntry).where(*conditions).order_by(AuditEntry.id.desc()).limit(limit).offset(offset)
-        )
-        total = await session.scalar(select(func.count()).select_from(AuditEntry).where(*conditions))
-        return Page(items=list(rows), total=total or 0)
+        query = select(AuditEntry).order_by(AuditEntry.id.desc())
+        return await page_of(session, query, AuditEntry, conditions, limit=limit, offset=offset)

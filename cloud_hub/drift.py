@@ -44,6 +44,7 @@ from cloud_hub.store import (
     Page,
     RetrainingTrigger,
     Store,
+    page_of,
     utc_now,
 )
 
@@ -308,24 +309,14 @@ class DriftMonitor:
         if model is not None:
             conditions.append(DriftAlert.model == model)
         async with self._store.transaction("list drift alerts") as session:
-            rows = await session.scalars(
-                select(DriftAlert).where(*conditions).order_by(DriftAlert.id.desc()).limit(limit).offset(offset)
-            )
-            total = await session.scalar(select(func.count()).select_from(DriftAlert).where(*conditions))
-            return Page(items=list(rows), total=total or 0)
+            query = select(DriftAlert).order_by(DriftAlert.id.desc())
+            return await page_of(session, query, DriftAlert, conditions, limit=limit, offset=offset)
 
     async def triggers(self, *, open_only: bool = False, limit: int = 100, offset: int = 0) -> Page[RetrainingTrigger]:
         conditions = [RetrainingTrigger.consumed_at.is_(None)] if open_only else []
         async with self._store.transaction("list retraining triggers") as session:
-            rows = await session.scalars(
-                select(RetrainingTrigger)
-                .where(*conditions)
-                .order_by(RetrainingTrigger.id.desc())
-                .limit(limit)
-                .offset(offset)
-            )
-            total = await session.scalar(select(func.count()).select_from(RetrainingTrigger).where(*conditions))
-            return Page(items=list(rows), total=total or 0)
+            query = select(RetrainingTrigger).order_by(RetrainingTrigger.id.desc())
+            return await page_of(session, query, RetrainingTrigger, conditions, limit=limit, offset=offset)
 
     async def consume(self, trigger_id: int, *, consumer: str, at: datetime | None = None) -> RetrainingTrigger:
         """Mark a trigger consumed; :class:`ConflictError` if someone consumed it first."""

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import defer
 
 from cloud_hub.errors import ConflictError, HubError, HubStartupError, ModelRejectedError, NotFoundError
 from cloud_hub.notary.errors import ModelAlreadyAnchoredError, NotaryError
 from cloud_hub.notary.interface import Notary
-from cloud_hub.store import ModelVersion, Page, Store, utc_now
+from cloud_hub.store import ModelVersion, Page, Store, page_of, utc_now
 from protocol.manifest import ModelManifest
 from protocol.notary import NotaryAbiError, model_anchor_id
 from protocol.signing import SignatureError, load_public_key, verify
@@ -212,16 +212,12 @@ class ModelRegistry:
     async def list(self, *, name: str | None = None, limit: int = 100, offset: int = 0) -> Page[ModelVersion]:
         conditions = [ModelVersion.name == name] if name is not None else []
         async with self._store.transaction("list models") as session:
-            rows = await session.scalars(
+            query = (
                 select(ModelVersion)
                 .options(defer(ModelVersion.artifact))
-                .where(*conditions)
                 .order_by(ModelVersion.name, ModelVersion.uploaded_at.desc(), ModelVersion.id.desc())
-                .limit(limit)
-                .offset(offset)
             )
-            total = await session.scalar(select(func.count()).select_from(ModelVersion).where(*conditions))
-            return Page(items=list(rows), total=total or 0)
+            return await page_of(session, query, ModelVersion, conditions, limit=limit, offset=offset)
 
     async def get(self, name: str, version: str) -> ModelVersion:
         """The model version without its artifact; :class:`NotFoundError` if it is not registered."""

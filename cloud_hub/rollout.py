@@ -47,6 +47,7 @@ from cloud_hub.store import (
     RolloutState,
     RolloutTransition,
     Store,
+    page_of,
     utc_now,
 )
 from protocol.codec import encode
@@ -317,11 +318,8 @@ class RolloutService:
         if group is not None:
             conditions.append(Rollout.device_group == group)
         async with self._store.transaction("list rollouts") as session:
-            rows = await session.scalars(
-                select(Rollout).where(*conditions).order_by(Rollout.id.desc()).limit(limit).offset(offset)
-            )
-            total = await session.scalar(select(func.count()).select_from(Rollout).where(*conditions))
-            return Page(items=list(rows), total=total or 0)
+            query = select(Rollout).order_by(Rollout.id.desc())
+            return await page_of(session, query, Rollout, conditions, limit=limit, offset=offset)
 
     async def count_by_state(self) -> dict[str, int]:
         async with self._store.transaction("count rollouts") as session:

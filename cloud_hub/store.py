@@ -51,6 +51,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -362,6 +363,21 @@ class Page(Generic[T]):
 
     items: list[T]
     total: int
+
+
+async def page_of(
+    session: AsyncSession,
+    query: Select[Any],
+    entity: type[Any],
+    conditions: Sequence[ColumnElement[bool]],
+    *,
+    limit: int,
+    offset: int,
+) -> Page[Any]:
+    """The rows of ``query`` (ordered) matching ``conditions``, one page of them, and how many match in all."""
+    rows = await session.scalars(query.where(*conditions).limit(limit).offset(offset))
+    total = await session.scalar(select(func.count()).select_from(entity).where(*conditions))
+    return Page(items=list(rows), total=total or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -879,11 +895,8 @@ class Store:
         if group is not None:
             conditions.append(Device.device_group == group)
         async with self._transaction("list devices") as session:
-            rows = await session.scalars(
-                select(Device).where(*conditions).order_by(Device.device_id).limit(limit).offset(offset)
-            )
-            total = await session.scalar(select(func.count()).select_from(Device).where(*conditions))
-            return Page(items=list(rows), total=total or 0)
+            query = select(Device).order_by(Device.device_id)
+            return await page_of(session, query, Device, conditions, limit=limit, offset=offset)
 
     async def list_events(
         self,
@@ -909,15 +922,8 @@ class Store:
         if until is not None:
             conditions.append(Event.occurred_at < until)
         async with self._transaction("list events") as session:
-            rows = await session.scalars(
-                select(Event)
-                .where(*conditions)
-                .order_by(Event.occurred_at.desc(), Event.id.desc())
-                .limit(limit)
-                .offset(offset)
-            )
-            total = await session.scalar(select(func.count()).select_from(Event).where(*conditions))
-            return Page(items=list(rows), total=total or 0)
+            query = select(Event).order_by(Event.occurred_at.desc(), Event.id.desc())
+            return await page_of(session, query, Event, conditions, limit=limit, offset=offset)
 
     async def agreement(
         self, *, model: str | None = None, version: str | None = None, group: str | None = None
