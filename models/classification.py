@@ -510,7 +510,7 @@ def _write_manifests(
     """Protocol manifests of the three variants, when the protocol can express the input."""
     if task.manifest_preprocessing is None:
         return []
-    peers = {f"peer_{key}_accuracy": result.test_accuracy for key, result in results.items() if key.startswith("peer")}
+    peers = {f"{key}_accuracy": result.test_accuracy for key, result in results.items() if key.startswith("peer")}
     common = ManifestCommon(
         task=task.name,
         version=task.version,
