@@ -34,9 +34,11 @@ from onnx import helper, utils
 
 from models.datasets import WindowDataset, load_plaid
 from models.signals import apply_preprocessing
+from protocol.manifest import FitLength, ZNormalize
 
 COMMITTED = Path(__file__).resolve().parent / "quantized"
-PREPROCESSING = ({"op": "znorm"}, {"op": "fit_length", "length": 512, "pad": 0.0})
+# The same steps as task plaid (models/plaid.py), without importing its torch-based recipe.
+PREPROCESSING = (ZNormalize().model_dump(), FitLength(length=512, pad=0.0).model_dump())
 SOURCE_INT8 = "plaid_edge_int8.onnx"
 SOURCE_FP32 = "plaid_edge_fp32.onnx"
 EMBEDDING_INT8 = "/classifier/Flatten_output_0_DequantizeLinear_Output"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from models.classification import Architecture, ClassificationTask, TrainingShape, run_command_line, task_builder
 from models.datasets import load_plaid
 from models.training import SeriesAugmentation
-from protocol.manifest import ZNormalize
+from protocol.manifest import FitLength, ZNormalize
 from protocol.messages import SensorKind
 
 WINDOW = 512
@@ -28,8 +28,8 @@ TASK = ClassificationTask(
     version="1.0.0",
     summary="which of 11 appliance types, from the current it draws (PLAID)",
     load=load_plaid,
-    preprocessing=(ZNormalize().model_dump(), {"op": "fit_length", "length": WINDOW, "pad": 0.0}),
-    manifest_preprocessing=(ZNormalize(),),
+    preprocessing=(ZNormalize().model_dump(), FitLength(length=WINDOW, pad=0.0).model_dump()),
+    manifest_preprocessing=(ZNormalize(), FitLength(length=WINDOW, pad=0.0)),
     affine_in_graph=False,
     sensor=SensorKind.CURRENT,
     unit="A",
@@ -44,8 +44,6 @@ TASK = ClassificationTask(
         "samples after normalization; 10 % of them are longer and lose their tail."
     ),
     limits=(
-        "The manifest's preprocessing is `znorm` alone, exact for full 512-sample windows; shorter recordings "
-        "need the card's `fit_length` step, which the protocol cannot express yet.",
         "Recording length differs by class in PLAID; zero padding lets every model here see it, which a "
         "device streaming fixed windows would not offer.",
     ),

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_hub.fl.errors import ModelBuildError
-from protocol.manifest import InputSpec, ModelManifest, OutputSpec, Quantization, ZNormalize
+from protocol.manifest import FitLength, InputSpec, ModelManifest, OutputSpec, Quantization, ZNormalize
 from protocol.messages import SensorKind
 from protocol.signing import sign
 
@@ -182,7 +182,7 @@ def build_global_model(
             unit=description.unit,
             window_size=description.window_size,
             hop=description.window_size,
-            preprocessing=[ZNormalize()],
+            preprocessing=[ZNormalize(), FitLength(length=description.window_size)],
         ),
         output=OutputSpec(probabilities="probabilities", labels=description.labels),
         quantization=Quantization(
