@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 from sqlalchemy.orm import defer
 
@@ -33,6 +32,7 @@ from cloud_hub.errors import ConflictError, HubError, HubStartupError, ModelReje
 from cloud_hub.notary.errors import ModelAlreadyAnchoredError, NotaryError
 from cloud_hub.notary.interface import Notary
 from cloud_hub.store import ModelVersion, Page, Store, page_of, utc_now
+from protocol.ed25519 import PublicKey
 from protocol.manifest import ModelManifest
 from protocol.notary import NotaryAbiError, model_anchor_id
 from protocol.signing import SignatureError, load_public_key, verify
@@ -52,7 +52,7 @@ class Anchor:
     block_number: int | None
 
 
-def read_trusted_keys(paths: list[Path]) -> list[Ed25519PublicKey]:
+def read_trusted_keys(paths: list[Path]) -> list[PublicKey]:
     """The public keys in ``paths`` (PEM); :class:`HubStartupError` if one cannot be read."""
     keys = []
     for path in paths:
@@ -80,7 +80,7 @@ class ModelRegistry:
         self,
         store: Store,
         *,
-        trusted_keys: list[Ed25519PublicKey],
+        trusted_keys: list[PublicKey],
         allow_unsigned: bool = False,
         max_bytes: int = 64 * 1024 * 1024,
         notary: Notary | None = None,

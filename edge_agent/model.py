@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from edge_agent.backends import BACKENDS, InferenceBackend, artifact_for
 from edge_agent.errors import InferenceError, ModelLoadError
+from protocol.ed25519 import PublicKey
 from protocol.manifest import ModelManifest
 from protocol.messages import Outcome
 from protocol.preprocessing import PreprocessingError, preprocess
@@ -65,7 +65,7 @@ class LoadedModel:
         return outcomes
 
 
-def read_trusted_keys(paths: Sequence[Path]) -> list[Ed25519PublicKey]:
+def read_trusted_keys(paths: Sequence[Path]) -> list[PublicKey]:
     """The fleet's model-signing public keys (PEM files)."""
     keys = []
     for path in paths:
@@ -81,7 +81,7 @@ def load_model(
     *,
     backend: str = "onnxruntime",
     threads: int = 1,
-    trusted_keys: Sequence[Ed25519PublicKey] = (),
+    trusted_keys: Sequence[PublicKey] = (),
 ) -> LoadedModel:
     """Load the artifact beside ``manifest_path``; refuse it if its sha256 differs from the manifest's,
     or, when ``trusted_keys`` are given, if none of them signed the manifest."""

@@ -42,12 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol, TypeVar
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from edge_agent.chain import ChainReader, ChainReadError, NotarizationError
 from edge_agent.errors import AgentError
 from edge_agent.settings import UpdateSettings
+from protocol.ed25519 import PublicKey
 from protocol.manifest import ModelManifest
 from protocol.messages import Command, CommandArgument, CommandName, ReplyStatus
 from protocol.notary import NotaryAbiError, model_anchor_id
@@ -264,7 +264,7 @@ class ModelFetcher:
         *,
         hub: Hub,
         anchors: Anchors | None = None,
-        trusted_keys: Sequence[Ed25519PublicKey] = (),
+        trusted_keys: Sequence[PublicKey] = (),
         backend: str = "onnxruntime",
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -280,7 +280,7 @@ class ModelFetcher:
 
     @classmethod
     def from_settings(
-        cls, settings: UpdateSettings, *, trusted_keys: Sequence[Ed25519PublicKey] = (), backend: str = "onnxruntime"
+        cls, settings: UpdateSettings, *, trusted_keys: Sequence[PublicKey] = (), backend: str = "onnxruntime"
     ) -> ModelFetcher:
         hub = UrllibHub(settings.hub_url, token_file=settings.token_file, timeout_s=settings.timeout_s)
         anchors = None

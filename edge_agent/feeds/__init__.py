@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from edge_agent.feeds.camera import CameraFeed, CapturedFrame, FrameSource, OpenCVCamera
 from edge_agent.feeds.gate import GateDecision, GateResult, MotionGate
 from edge_agent.feeds.microphone import (
@@ -28,6 +26,7 @@ from edge_agent.feeds.microphone import (
 from edge_agent.model import LoadedModel, load_model
 from edge_agent.settings import AgentSettings
 from edge_agent.windowing import ReadyWindow, StreamKey
+from protocol.ed25519 import PublicKey
 
 __all__ = [
     "AudioSource",
@@ -66,7 +65,7 @@ class LocalFeed(Protocol):
     def close(self) -> None: ...
 
 
-def open_feeds(settings: AgentSettings, *, trusted_keys: Sequence[Ed25519PublicKey] = ()) -> list[LocalFeed]:
+def open_feeds(settings: AgentSettings, *, trusted_keys: Sequence[PublicKey] = ()) -> list[LocalFeed]:
     """Load each configured source's model and open the source; raises ModelLoadError or FeedError."""
     feeds: list[LocalFeed] = []
 

@@ -37,6 +37,7 @@ from edge_agent.transport import mqtt_connector
 from edgefleet.federation import write_key_pair
 from protocol import BrokerSettings
 from protocol.notary import InclusionProof, LeafRecord, model_anchor_id
+from protocol.signing import public_key_of
 from tests.integration.test_fl_deployment import BACKBONE_INT8, COMMITTED, base_run_config, plaid_fleet
 from tests.services import EVM_OWNER_KEY, Mosquitto, running_evm_node
 
@@ -127,7 +128,7 @@ async def test_rounds_on_the_fleet_give_a_better_model_that_goes_live_with_its_h
                     hub_url=hub.base_url, token_file=home / "device.token", model_dir=home / "models", backoff_s=0.2
                 ),
             )
-            model = load_model(settings.model_manifest, trusted_keys=[key.public_key()])
+            model = load_model(settings.model_manifest, trusted_keys=[public_key_of(key)])
             connect = mqtt_connector(broker, client_id=f"agent-{device.device_id}")
             agents.append(EdgeAgent(settings, model=model, connect=connect))
 

@@ -31,9 +31,9 @@ from edge_agent.transport import mqtt_connector
 from protocol import BrokerSettings, decode, encode
 from protocol.manifest import ModelManifest
 from protocol.messages import CommandReply, TelemetryReading
-from protocol.signing import sign
+from protocol.signing import public_key_of, sign
 from tests.services import Mosquitto
-from tests.unit.edge_agent.test_lifecycle import EDGE, MODELS, copy_model, write_public_key
+from tests.signed_models import EDGE, MODELS, copy_model, write_public_key
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +106,7 @@ async def test_a_rolled_out_model_is_fetched_checked_on_chain_and_goes_live(
                 hub_url=hub.base_url, token_file=token_file, model_dir=tmp_path / "models", retries=1, backoff_s=0.1
             ),
         )
-        model = load_model(settings.model_manifest, trusted_keys=[key.public_key()])
+        model = load_model(settings.model_manifest, trusted_keys=[public_key_of(key)])
         agent = EdgeAgent(settings, model=model, connect=mqtt_connector(broker, client_id="agent-model-update"))
         replies: list[CommandReply] = []
         subscribed = asyncio.Event()

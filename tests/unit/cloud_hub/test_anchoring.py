@@ -16,7 +16,7 @@ from cloud_hub.store import Scope, Store
 from edge_agent.chain import ChainReader, NotarizationError
 from protocol.manifest import ModelManifest
 from protocol.notary import model_anchor_id
-from protocol.signing import sign
+from protocol.signing import public_key_of, sign
 from tests.unit.cloud_hub.hub import running_hub, sqlite_settings
 from tests.unit.cloud_hub.test_api_hub import edge_manifest, upload_body
 
@@ -43,7 +43,7 @@ def key() -> Ed25519PrivateKey:
 
 
 def registry(store: Store, key: Ed25519PrivateKey, notary: InMemoryNotary | None) -> ModelRegistry:
-    return ModelRegistry(store, trusted_keys=[key.public_key()], notary=notary)
+    return ModelRegistry(store, trusted_keys=[public_key_of(key)], notary=notary)
 
 
 async def test_an_upload_is_anchored_before_it_is_stored(store: Store, key: Ed25519PrivateKey) -> None:

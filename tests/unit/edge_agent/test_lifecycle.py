@@ -1,51 +1,28 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.errors import ModelLoadError
 from edge_agent.lifecycle import ModelKeeper
-from edge_agent.model import LoadedModel, load_model, read_manifest
+from edge_agent.model import LoadedModel, load_model
 from edge_agent.pipeline import AgentStats
 from edge_agent.settings import AgentSettings
 from edge_agent.transport import Incoming, InMemoryBroker
 from protocol import Command, CommandName, Kind, Topic, encode
 from protocol.manifest import ModelManifest
-from protocol.signing import sign
+from protocol.signing import public_key_of
 from tests.fakes import fake_model
-
-MODELS = Path(__file__).resolve().parents[3] / "models" / "quantized"
-EDGE = "italy_power_edge_int8"
-
-
-def copy_model(directory: Path, *, version: str, key: Ed25519PrivateKey | None = None, **changes: object) -> Path:
-    """A copy of the committed edge model under another version, signed with ``key`` if given."""
-    directory.mkdir(parents=True, exist_ok=True)
-    shutil.copy(MODELS / f"{EDGE}.onnx", directory / f"{EDGE}.onnx")
-    manifest = read_manifest(MODELS / f"{EDGE}.manifest.json").model_copy(update={"version": version, **changes})
-    if key is not None:
-        manifest = sign(manifest, key)
-    path = directory / f"{EDGE}-{version}.manifest.json"
-    path.write_text(manifest.model_dump_json(indent=2))
-    return path
-
-
-def write_public_key(key: Ed25519PrivateKey, path: Path) -> Path:
-    path.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return path
+from tests.signed_models import EDGE, copy_model, write_public_key
 
 
 def test_signed_models_load_and_tampered_ones_are_refused(tmp_path: Path) -> None:
     key, stranger = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    trusted = [key.public_key()]
+    trusted = [public_key_of(key)]
     signed = copy_model(tmp_path, version="2.0.0", key=key)
     assert load_model(signed, trusted_keys=trusted).manifest.version == "2.0.0"
 
@@ -109,7 +86,7 @@ async def test_update_model_command_hot_swaps_and_a_bad_model_is_refused(tmp_pat
         trusted_model_keys=[write_public_key(key, tmp_path / "model-key.pem")],
         model_manifest=copy_model(tmp_path / "v1", version="1.0.0", key=key),
     )
-    model = load_model(settings.model_manifest, trusted_keys=[key.public_key()])
+    model = load_model(settings.model_manifest, trusted_keys=[public_key_of(key)])
     broker = InMemoryBroker()
     command_topic = str(Topic(site="plant-1", device="meter-001", kind=Kind.COMMAND))
 

@@ -31,8 +31,8 @@ from edge_agent.updates import (
 )
 from protocol import Command, CommandName, Kind, Topic, decode, encode
 from protocol.messages import CommandReply, ReplyStatus
-from protocol.signing import sign
-from tests.unit.edge_agent.test_lifecycle import EDGE, MODELS, copy_model, write_public_key
+from protocol.signing import public_key_of, sign
+from tests.signed_models import EDGE, MODELS, copy_model, write_public_key
 
 MANIFEST_URL = "/api/v1/models/{name}/{version}/manifest"
 ARTIFACT_URL = "/api/v1/models/{name}/{version}/artifact"
@@ -78,7 +78,7 @@ def fetcher(
         UpdateSettings.model_validate(values),
         hub=hub,
         anchors=anchors,
-        trusted_keys=[key.public_key()],
+        trusted_keys=[public_key_of(key)],
         sleep=no_sleep,
     )
 
@@ -90,7 +90,7 @@ async def test_a_model_is_fetched_checked_on_chain_and_staged_whole(tmp_path: Pa
     models = fetcher(tmp_path, hub, key, anchors)
     manifest_path = await models.fetch(request("2.0.0"))
     assert manifest_path == tmp_path / "models" / f"{EDGE}-2.0.0" / f"{EDGE}-2.0.0.manifest.json"
-    assert load_model(manifest_path, trusted_keys=[key.public_key()]).manifest.version == "2.0.0"
+    assert load_model(manifest_path, trusted_keys=[public_key_of(key)]).manifest.version == "2.0.0"
     assert models.anchor_checks == 1
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [f"{EDGE}-2.0.0"], "no staging left behind"
 
@@ -269,8 +269,8 @@ async def test_the_agent_replies_fetches_swaps_and_refuses_with_the_reason(
     published_model(hub, key, "3.0.0")
     anchors = InMemoryAnchors({f"{EDGE}@2.0.0": good, f"{EDGE}@3.0.0": hashlib.sha256(b"other").digest()})
     assert settings.updates is not None
-    models = ModelFetcher(settings.updates, hub=hub, anchors=anchors, trusted_keys=[key.public_key()])
-    model = load_model(settings.model_manifest, trusted_keys=[key.public_key()])
+    models = ModelFetcher(settings.updates, hub=hub, anchors=anchors, trusted_keys=[public_key_of(key)])
+    model = load_model(settings.model_manifest, trusted_keys=[public_key_of(key)])
     broker = InMemoryBroker()
     topic = str(Topic(site="plant-1", device="meter-001", kind=Kind.COMMAND))
     agent = EdgeAgent(settings, model=model, connect=broker.connector("a"), clock=lambda: 1.8e9)

@@ -17,7 +17,7 @@ from cloud_hub.fl.registry import (
     InMemoryModelRegistry,
     publish_global_model,
 )
-from protocol.signing import verify
+from protocol.signing import public_key_of, verify
 from tests.unit.fl.conftest import (
     BACKBONE_FP32,
     BACKBONE_INT8,
@@ -42,7 +42,7 @@ def test_the_next_model_is_the_backbone_and_head_in_int8_signed(tmp_path: Path) 
         output_dir=tmp_path,
         signing_key=key,
     )
-    verify(built.manifest, [key.public_key()])
+    verify(built.manifest, [public_key_of(key)])
     assert built.manifest.quantization.scheme == "qdq-int8-static"
     assert built.manifest.input.window_size == 512 and built.manifest.output.labels == [str(i) for i in range(11)]
     ops = {node.op_type for node in __import__("onnx").load(str(built.artifact)).graph.node}
