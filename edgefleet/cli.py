@@ -14,8 +14,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
-import typer
+try:
+    import typer
+except ModuleNotFoundError as exc:  # a device installs the agent alone: `edgefleet-agent`
+    raise SystemExit(
+        "the edgefleet command needs the 'cli' extra: pip install 'edgefleet[cli]'. "
+        "On a device, run the agent with edgefleet-agent."
+    ) from exc
 
+from edgefleet.agent_service import until_signalled
 from edgefleet.config import ConfigError, load_settings
 
 if TYPE_CHECKING:
@@ -60,57 +67,15 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-async def _until_signalled(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
 @agent_app.command("run")
 def agent_run(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None:
     """Run the edge agent until SIGTERM (settings: [agent] table, EDGEFLEET_AGENT_* variables)."""
-    from edge_agent.agent import EdgeAgent, default_client_id
-    from edge_agent.errors import AgentError, FeedError, ModelLoadError
-    from edge_agent.feeds import open_feeds
-    from edge_agent.model import load_model, read_trusted_keys
-    from edge_agent.settings import AgentSettings
-    from edge_agent.transport import mqtt_connector
-    from edgefleet.logs import configure
-
-    configure(log_level)
-    try:
-        settings = load_settings(AgentSettings, "agent", config)
-        trusted_keys = read_trusted_keys(settings.trusted_model_keys)
-        model = load_model(
-            settings.model_manifest,
-            backend=settings.backend,
-            threads=settings.threads,
-            trusted_keys=trusted_keys,
-        )
-        feeds = open_feeds(settings, trusted_keys=trusted_keys)
-    except ConfigError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from exc
-    except ModelLoadError as exc:
-        raise _fail(str(exc), EXIT_MODEL) from exc
-    except FeedError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from exc
-    client_id = default_client_id(settings)
-    # Persistent sessions: the brokers keep readings and verdicts for the agent while it restarts.
-    connect = mqtt_connector(settings.broker, client_id=client_id, clean_session=False)
-    uplink = None
-    if settings.uplink is not None:
-        uplink = mqtt_connector(settings.uplink, client_id=f"{client_id[:57]}-uplink", clean_session=False)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        async with EdgeAgent(settings, model=model, connect=connect, uplink=uplink, feeds=feeds):
-            await _until_signalled(stop)
+    from edgefleet.agent_service import AgentServiceError, run_agent
 
     try:
-        asyncio.run(main())
-    except* AgentError as group:
-        raise _fail(str(group.exceptions[0]), EXIT_USAGE) from group
+        run_agent(config, log_level)
+    except AgentServiceError as exc:
+        raise _fail(str(exc), exc.code) from exc
 
 
 @hub_app.command("serve")
@@ -131,7 +96,7 @@ def hub_serve(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None
         stop = asyncio.Event()
         async with HubServer(settings) as hub:
             typer.echo(f"hub listening on {hub.base_url} (API under /api/v1, OpenAPI at /docs)")
-            await _until_signalled(stop)
+            await until_signalled(stop)
 
     try:
         asyncio.run(main())

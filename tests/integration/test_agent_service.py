@@ -1,4 +1,8 @@
-"""The agent as a service: SIGTERM finishes the complete windows and keeps what is unsent."""
+"""The agent as a service, run as a device runs it (``edgefleet-agent``, only the ``edge`` extra importable).
+
+SIGTERM finishes the complete windows and keeps what is unsent; a signed model loads, a tampered one is
+refused with exit code 3. Signatures are checked with the standard library alone (no `cryptography`).
+"""
 
 from __future__ import annotations
 
@@ -11,24 +15,28 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocol import TelemetryReading, encode
 from tests.services import Mosquitto, free_port
+from tests.signed_models import copy_model, write_public_key
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-MANIFEST = REPO / "models" / "quantized" / "italy_power_edge_int8.manifest.json"
+DEVICE_AGENT = (sys.executable, "-m", "tests.device_runtime", "edgefleet.agent_service")
 
 
 async def test_sigterm_keeps_unsent_escalations_in_the_outbox(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
     config = tmp_path / "edgefleet.toml"
     config.write_text(
         f"""
 [agent]
 site = "plant-1"
 client_id = "agent-service-test"
-model_manifest = "{MANIFEST}"
+model_manifest = "{copy_model(tmp_path / "model", version="1.0.0", key=key)}"
+trusted_model_keys = ["{write_public_key(key, tmp_path / "model-key.pem")}"]
 outbox_path = "{tmp_path / "outbox.db"}"
 max_wait_ms = 2000.0    # the last window is still waiting for its batch when SIGTERM comes
 [agent.broker]
@@ -42,8 +50,7 @@ min_confidence = 1.0
     log = tmp_path / "agent.log"
     with log.open("wb") as handle:
         agent = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edgefleet", "agent", "run", "--config", str(config),
-            stdout=handle, stderr=handle, cwd=REPO,
+            *DEVICE_AGENT, "--config", str(config), stdout=handle, stderr=handle, cwd=REPO,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 20
@@ -69,3 +76,24 @@ min_confidence = 1.0
     rows = sqlite3.connect(tmp_path / "outbox.db").execute("SELECT topic FROM outbox").fetchall()
     assert ("edgefleet/plant-1/meter-042/escalation",) in rows, log.read_text()
     assert "stopped outbox_depth=" in log.read_text()
+
+
+async def test_a_model_signed_by_another_key_stops_the_device_agent_with_exit_3(tmp_path: Path) -> None:
+    trusted, stranger = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    config = tmp_path / "edgefleet.toml"
+    config.write_text(
+        f"""
+[agent]
+model_manifest = "{copy_model(tmp_path / "model", version="1.0.0", key=stranger)}"
+trusted_model_keys = ["{write_public_key(trusted, tmp_path / "model-key.pem")}"]
+[agent.broker]
+port = {free_port()}
+"""
+    )
+    agent = await asyncio.create_subprocess_exec(
+        *DEVICE_AGENT, "--config", str(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO
+    )
+    async with asyncio.timeout(30):
+        _, stderr = await agent.communicate()
+    assert agent.returncode == 3, stderr.decode()
+    assert "not signed by a trusted key" in stderr.decode()
