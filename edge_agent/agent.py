@@ -70,6 +70,9 @@ class EdgeAgent:
         for feed in self.feeds:
             self.pipeline.stats.feeds[feed.name] = feed.counts
         self.keeper = ModelKeeper(settings)
+        """Probation and rollback of the sensor model."""
+        self.feed_keepers = {feed.name: ModelKeeper(settings) for feed in self.feeds}
+        """The same, per local source: each source's model is swapped and rolled back on its own."""
         self.updater = updater if updater is not None else self._updater_from_settings()
         """Fetches rolled-out models from the hub (``[agent.updates]``); None: update_model names a local path."""
         self._connect = connect
@@ -117,11 +120,28 @@ class EdgeAgent:
             for kind in (Kind.VERDICT, Kind.COMMAND)
         ]
 
+    def _feed_for(self, candidate: LoadedModel) -> LocalFeed | None:
+        """The local source whose model does ``candidate``'s task; ``None``: the sensor model's place."""
+        task = candidate.manifest.task
+        if task == self.pipeline.model.manifest.task:
+            return None
+        feed = next((feed for feed in self.feeds if feed.model.manifest.task == task), None)
+        if feed is not None and candidate.manifest.input != feed.model.manifest.input:
+            # A source opened its device for its model's input (frame size, sample rate, window): a model that
+            # reads another input needs the source reopened, which is a restart with new settings.
+            raise ModelLoadError(
+                f"model {candidate.manifest.name} {candidate.manifest.version} reads another input than "
+                f"{feed.name}'s model; put it in the settings and restart the agent"
+            )
+        return feed
+
     async def swap_model(self, manifest_path: Path) -> LoadedModel:
         """Load, check and put live a new model, on probation; the current one is kept for a rollback.
 
-        Raises :class:`ModelLoadError` (and changes nothing) when the new model's hash or signature is
-        wrong, or it does not run."""
+        The new model takes the place of the model that does its task: the sensor model's, or a local
+        source's (camera, microphone), which must then read the same input. Raises
+        :class:`ModelLoadError` (and changes nothing) when the new model's hash or signature is wrong, it
+        does not run, or no place fits it."""
         settings = self.settings
         keys = read_trusted_keys(settings.trusted_model_keys)
         # Loading builds an inference session: keep it off the event loop so readings keep flowing.
@@ -134,33 +154,50 @@ class EdgeAgent:
             raise ModelLoadError(f"model {candidate.manifest.name} fails its self-test: {exc}") from exc
         if len(outcomes) != 1:
             raise ModelLoadError(f"model {candidate.manifest.name} fails its self-test: no outcome")
-        previous = self.pipeline.model
-        self.pipeline.set_model(candidate)
-        self.keeper.start(candidate, previous, self.stats)
+        feed = self._feed_for(candidate)
+        if feed is None:
+            previous = self.pipeline.model
+            self.pipeline.set_model(candidate)
+            self.keeper.start(candidate, previous, self.stats)
+        else:
+            previous = feed.model
+            feed.model = candidate  # the next window the source hands over is inferred by it
+            self.feed_keepers[feed.name].start(candidate, previous, self.stats)
         log.info(
-            "model_swapped name=%s version=%s previous=%s",
+            "model_swapped name=%s version=%s previous=%s source=%s",
             candidate.manifest.name,
             candidate.manifest.version,
             previous.manifest.version,
+            "sensors" if feed is None else feed.name,
         )
         return candidate
 
-    def _review_model(self) -> None:
-        review = self.keeper.review(self.stats)
+    def _review_model(self, feed: LocalFeed | None = None) -> None:
+        """After a batch: keep the model on probation, or roll it back (the sensor model's, or ``feed``'s)."""
+        keeper = self.keeper if feed is None else self.feed_keepers[feed.name]
+        review = keeper.review(self.stats)
         if review is None:
             return
-        if review.action == "rollback" and self.keeper.previous is not None:
-            failed = self.pipeline.model.manifest
-            self.pipeline.set_model(self.keeper.previous)
+        current = self.pipeline.model if feed is None else feed.model
+        if review.action == "rollback" and keeper.previous is not None:
+            if feed is None:
+                self.pipeline.set_model(keeper.previous)
+            else:
+                feed.model = keeper.previous
             log.warning(
                 "model_rolled_back name=%s version=%s back_to=%s reason=%s",
-                failed.name,
-                failed.version,
-                self.pipeline.model.manifest.version,
+                current.manifest.name,
+                current.manifest.version,
+                keeper.previous.manifest.version,
                 review.reason,
             )
         else:
-            log.info("model_kept version=%s reason=%s", self.pipeline.model.manifest.version, review.reason)
+            log.info(
+                "model_kept name=%s version=%s reason=%s",
+                current.manifest.name,
+                current.manifest.version,
+                review.reason,
+            )
 
     def _updater_from_settings(self) -> ModelUpdater | None:
         updates = self.settings.updates
@@ -358,6 +395,7 @@ class EdgeAgent:
             while (windows := await loop.run_in_executor(reader, feed.read)) is not None:
                 if windows:
                     self._enqueue(self.pipeline.infer_local(windows, feed.model, self._clock()))
+                    self._review_model(feed)
             log.info("feed_ended source=%s counts=%s", feed.name, dict(feed.counts))
         except Exception as exc:  # a failing source stops itself, never the agent and its other feeds
             log.error("feed_failed source=%s reason=%r", feed.name, exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import shutil
 import wave
 from pathlib import Path
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 
 from edge_agent.agent import EdgeAgent
+from edge_agent.errors import InferenceError, ModelLoadError
 from edge_agent.feeds import CameraFeed, MicrophoneFeed, OpenCVCamera, WavFileSource
+from edge_agent.feeds.camera import CapturedFrame
 from edge_agent.metrics import exposition, health, registry_for
 from edge_agent.model import load_model
 from edge_agent.pipeline import Pipeline
@@ -20,6 +23,7 @@ from edge_agent.transport import InMemoryBroker
 from protocol import Escalation, InferenceResult, Kind, Topic, decode
 from protocol.codec import MAX_PAYLOAD_BYTES
 from tests import fakes
+from tests.signed_models import copy_model
 
 COMMITTED = Path(__file__).resolve().parents[3] / "models" / "quantized"
 CAMERA_MANIFEST = COMMITTED / "camera_edge_int8.manifest.json"
@@ -143,3 +147,79 @@ def test_a_keyword_in_a_wav_file_is_heard_through_the_pipeline(
     assert all(decided[start] == word for start in holding), decided
     assert pipeline.stats.decisions[word] >= len(holding)
     assert escalated == len(decided)
+
+
+class QueuedFrames:
+    """A camera the test feeds frame by frame; each frame is new noise, so the motion gate passes it."""
+
+    def __init__(self) -> None:
+        self.frames: queue.Queue[CapturedFrame | None] = queue.Queue()
+        self.rng = np.random.default_rng(8)
+        self.clock = 0.0
+
+    def push(self, count: int) -> None:
+        for _ in range(count):
+            self.clock += 1.0  # past any cool-down
+            self.frames.put(CapturedFrame(self.rng.integers(0, 256, (48, 64), dtype=np.uint8), self.clock))
+
+    def read(self) -> CapturedFrame | None:
+        return self.frames.get(timeout=10)
+
+    def close(self) -> None:
+        self.frames.put(None)
+
+
+async def test_a_local_sources_model_is_hot_swapped_and_rolled_back_on_its_own(
+    settings: AgentSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = QueuedFrames()
+    feed = CameraFeed(CameraSettings(cooldown_s=0.0), load_model(CAMERA_MANIFEST), source, site=settings.site)
+    sensor_model = fakes.fake_model()
+    settings = settings.model_copy(update={"max_failure_rate": 0.05})
+    async with EdgeAgent(settings, model=sensor_model, connect=InMemoryBroker().connector("a"), feeds=[feed]) as agent:
+
+        async def inferred(count: int) -> None:
+            async with asyncio.timeout(10):
+                while feed.counts["inferred"] < count:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+
+        source.push(3)
+        await inferred(3)
+        # The camera's next version goes to the camera's place; the sensor model stays.
+        await agent.swap_model(copy_model(tmp_path / "v2", version="2.0.0", name="camera_edge_int8"))
+        assert feed.model.manifest.version == "2.0.0"
+        assert agent.model is sensor_model
+        source.push(3)
+        await inferred(6)
+        assert agent.stats.windows_by_model[("camera_edge_int8", "2.0.0")] == 3
+
+        # A model for the camera's task that reads another input is refused: the camera opened for the old one.
+        with pytest.raises(ModelLoadError, match="reads another input"):
+            await agent.swap_model(
+                copy_model(
+                    tmp_path / "v3",
+                    version="3.0.0",
+                    name="camera_edge_int8",
+                    input=feed.model.manifest.input.model_copy(update={"unit": "lux"}),
+                )
+            )
+        assert feed.model.manifest.version == "2.0.0"
+
+        # Version 4 fails at inference: it is rolled back to the version before it, the camera keeps going.
+        candidate = await agent.swap_model(copy_model(tmp_path / "v4", version="4.0.0", name="camera_edge_int8"))
+
+        def broken(batch: object) -> object:
+            raise InferenceError("the accelerator stopped answering")
+
+        monkeypatch.setattr(candidate.backend, "run", broken)
+        source.push(12)
+        async with asyncio.timeout(10):
+            while feed.model is candidate:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert feed.model.manifest.version == "2.0.0"
+        assert agent.stats.failures_by_model[("camera_edge_int8", "4.0.0")] >= 10
+        assert agent.feed_keepers[feed.name].rollbacks == 1
+        failures = feed.counts["inferred"]
+        source.push(2)
+        await inferred(failures + 2)
+        assert agent.model is sensor_model
