@@ -149,7 +149,7 @@ class EdgeAgent:
             load_model, manifest_path, backend=settings.backend, threads=settings.threads, trusted_keys=keys
         )
         try:
-            outcomes = candidate.infer([[float(i % 7) for i in range(candidate.window_size)]])
+            outcomes = candidate.infer([candidate.probe_window()])
         except AgentError as exc:
             raise ModelLoadError(f"model {candidate.manifest.name} fails its self-test: {exc}") from exc
         if len(outcomes) != 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from edge_agent.backends import BACKENDS, InferenceBackend, artifact_for
+from edge_agent.backends import BACKENDS, FloatArray, InferenceBackend, artifact_for
 from edge_agent.errors import InferenceError, ModelLoadError
 from protocol.ed25519 import PublicKey
 from protocol.manifest import ModelManifest
@@ -27,6 +29,9 @@ def read_manifest(path: Path) -> ModelManifest:
         raise ModelLoadError(f"model manifest {path} is invalid: {exc}") from exc
 
 
+SHAPE_PRESERVING_STEPS = frozenset({"znorm", "scale"})
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
     manifest: ModelManifest
@@ -40,14 +45,38 @@ class LoadedModel:
     def hop(self) -> int:
         return self.manifest.input.hop
 
-    def infer(self, windows: Sequence[Sequence[float]]) -> list[Outcome]:
-        """Preprocess and run a batch of raw windows; one outcome per window."""
+    def probe_window(self) -> list[float]:
+        """A window of plain values that the model takes, for self-tests and timing.
+
+        Its length is the raw window's (``window_size``), except where preprocessing keeps the shape
+        (``znorm``, ``scale``) and the input has several channels or rows: then the model reads them all, one
+        after the other (``shape`` without the batch)."""
+        spec = self.manifest.input
+        size = spec.window_size
+        keeps_shape = all(step.op in SHAPE_PRESERVING_STEPS for step in spec.preprocessing)
+        if keeps_shape and all(dim is not None for dim in spec.shape[1:]):
+            size = int(np.prod([dim for dim in spec.shape[1:] if dim is not None]))
+        return [float(i % 7) for i in range(size)]
+
+    def prepare(self, windows: Sequence[Sequence[float]]) -> FloatArray:
+        """Raw windows → the graph's input batch (the manifest's preprocessing, then its shape)."""
         try:
             batch = preprocess(np.asarray(windows, dtype=np.float64), self.manifest.input.preprocessing)
         except PreprocessingError as exc:
             raise InferenceError(f"a window cannot be preprocessed for {self.manifest.name}: {exc}") from exc
         shape = [len(windows)] + [dim if dim is not None else -1 for dim in self.manifest.input.shape[1:]]
-        output = self.backend.run(batch.reshape(shape))
+        try:
+            batch = batch.reshape(shape)
+        except ValueError as exc:
+            raise InferenceError(
+                f"{self.manifest.name} takes inputs of shape {self.manifest.input.shape}; "
+                f"a window of {len(windows[0]) if windows else 0} values does not fit"
+            ) from exc
+        return batch
+
+    def infer(self, windows: Sequence[Sequence[float]]) -> list[Outcome]:
+        """Preprocess and run a batch of raw windows; one outcome per window."""
+        output = self.backend.run(self.prepare(windows))
         labels = self.manifest.output.labels
         outcomes = []
         for probabilities, score in zip(output.probabilities, output.anomaly_scores, strict=True):
@@ -96,3 +125,75 @@ def load_model(
         raise ModelLoadError(f"unknown inference backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
     artifact = artifact_for(backend, manifest_path.parent, manifest)
     return LoadedModel(manifest=manifest, backend=factory(artifact, manifest, threads))
+
+
+@dataclass(frozen=True, slots=True)
+class VariantTiming:
+    """One edge variant of a task, as measured on this device."""
+
+    manifest_path: Path
+    name: str
+    milliseconds: float | None
+    """Median time of one window; None when the variant cannot run here (``reason``)."""
+    reason: str = ""
+
+
+def _median_ms(model: LoadedModel, repeats: int) -> float:
+    # The graph alone: preprocessing is the same for every variant of a task (the same input spec).
+    batch = model.prepare([model.probe_window()])
+    model.backend.run(batch)  # warm-up: the first run allocates
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.backend.run(batch)
+        times.append(time.perf_counter() - started)
+    return 1000.0 * statistics.median(times)
+
+
+def sibling_variants(manifest_path: Path) -> list[Path]:
+    """The edge manifests beside ``manifest_path`` that do the same task on the same input (itself first).
+
+    A build writes every variant of a task into one directory (``<task>_edge_int8``, ``<task>_edge_fp32``);
+    where int8 is slower on a CPU than fp32, as with small networks on x86_64, the fp32 variant is the one
+    to run."""
+    configured = read_manifest(manifest_path)
+    siblings = [manifest_path]
+    for path in sorted(manifest_path.parent.glob("*.manifest.json")):
+        if path.resolve() == manifest_path.resolve():
+            continue
+        try:
+            other = read_manifest(path)
+        except ModelLoadError:
+            continue
+        if other.role == "edge" and other.task == configured.task and other.input == configured.input:
+            siblings.append(path)
+    return siblings
+
+
+def load_fastest_variant(
+    manifest_path: Path,
+    *,
+    backend: str = "onnxruntime",
+    threads: int = 1,
+    trusted_keys: Sequence[PublicKey] = (),
+    repeats: int = 50,
+) -> tuple[LoadedModel, list[VariantTiming]]:
+    """Load each edge variant of the configured model's task, time it here, and keep the fastest.
+
+    The configured model must load (its errors are raised as by :func:`load_model`); a sibling that does
+    not load (unsigned, no artifact for ``backend``) is left out with its reason. Returns the model and
+    every variant's timing, for the log and ``/health``."""
+    chosen = load_model(manifest_path, backend=backend, threads=threads, trusted_keys=trusted_keys)
+    best = _median_ms(chosen, repeats)
+    timings = [VariantTiming(manifest_path, chosen.manifest.name, best)]
+    for path in sibling_variants(manifest_path)[1:]:
+        try:
+            candidate = load_model(path, backend=backend, threads=threads, trusted_keys=trusted_keys)
+            milliseconds = _median_ms(candidate, repeats)
+        except (ModelLoadError, InferenceError) as exc:
+            timings.append(VariantTiming(path, path.name.removesuffix(".manifest.json"), None, str(exc)))
+            continue
+        timings.append(VariantTiming(path, candidate.manifest.name, milliseconds))
+        if milliseconds < best:
+            chosen, best = candidate, milliseconds
+    return chosen, timings

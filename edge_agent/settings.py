@@ -175,6 +175,12 @@ class AgentSettings(DeployableSettings):
     http_port: int | None = Field(default=None, ge=0, le=65535, description="/metrics and /health; None: off.")
     model_manifest: Path = Path("models/quantized/italy_power_edge_int8.manifest.json")
     backend: str = Field(default="onnxruntime", description="Inference backend.")
+    fastest_variant: bool = Field(
+        default=False,
+        description="At start, time every edge variant of the model's task that lies beside its manifest (same "
+        "input; int8 and fp32) on this device and run the fastest: int8 is slower than fp32 for small networks on "
+        "some CPUs.",
+    )
     trusted_model_keys: list[Path] = Field(
         default_factory=list,
         description="PEM Ed25519 public keys; when set, only models signed by one of them are loaded.",

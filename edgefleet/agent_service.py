@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from pathlib import Path
 
 from edgefleet.config import ConfigError, load_settings
+
+log = logging.getLogger("edgefleet.agent")
 
 EXIT_USAGE = 2
 EXIT_MODEL = 3
@@ -42,7 +45,7 @@ def run_agent(config: Path | None, log_level: str = "INFO") -> None:
     from edge_agent.agent import EdgeAgent, default_client_id
     from edge_agent.errors import AgentError, FeedError, ModelLoadError
     from edge_agent.feeds import open_feeds
-    from edge_agent.model import load_model, read_trusted_keys
+    from edge_agent.model import load_fastest_variant, load_model, read_trusted_keys
     from edge_agent.settings import AgentSettings
     from edge_agent.transport import mqtt_connector
     from edgefleet.logs import configure
@@ -51,12 +54,25 @@ def run_agent(config: Path | None, log_level: str = "INFO") -> None:
     try:
         settings = load_settings(AgentSettings, "agent", config)
         trusted_keys = read_trusted_keys(settings.trusted_model_keys)
-        model = load_model(
-            settings.model_manifest,
-            backend=settings.backend,
-            threads=settings.threads,
-            trusted_keys=trusted_keys,
-        )
+        if settings.fastest_variant:
+            model, timings = load_fastest_variant(
+                settings.model_manifest, backend=settings.backend, threads=settings.threads, trusted_keys=trusted_keys
+            )
+            for timing in timings:
+                log.info(
+                    "variant_timed name=%s ms=%s chosen=%s reason=%s",
+                    timing.name,
+                    "-" if timing.milliseconds is None else f"{timing.milliseconds:.4f}",
+                    timing.name == model.manifest.name,
+                    timing.reason or "-",
+                )
+        else:
+            model = load_model(
+                settings.model_manifest,
+                backend=settings.backend,
+                threads=settings.threads,
+                trusted_keys=trusted_keys,
+            )
         feeds = open_feeds(settings, trusted_keys=trusted_keys)
     except ConfigError as exc:
         raise AgentServiceError(str(exc), EXIT_USAGE) from exc

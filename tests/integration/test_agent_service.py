@@ -37,6 +37,7 @@ site = "plant-1"
 client_id = "agent-service-test"
 model_manifest = "{copy_model(tmp_path / "model", version="1.0.0", key=key)}"
 trusted_model_keys = ["{write_public_key(key, tmp_path / "model-key.pem")}"]
+fastest_variant = true  # the int8 copy is alone in its directory: timed, and chosen
 outbox_path = "{tmp_path / "outbox.db"}"
 max_wait_ms = 2000.0    # the last window is still waiting for its batch when SIGTERM comes
 [agent.broker]
