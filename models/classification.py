@@ -565,7 +565,8 @@ def _task_card(
         "cloud_fp32": f"ensemble of {plan.folds} CNNs, channels {plan.cloud.widths}, kernels {plan.cloud.kernels}",
         "edge_fp32": (
             f"CNN distilled from the ensemble, channels {plan.student.widths} pruned to "
-            f"{results['edge_fp32'].parameters:,} parameters (reference, not shipped to devices)"
+            f"{results['edge_fp32'].parameters:,} parameters (shipped beside the int8 model; an agent with "
+            "fastest_variant runs it where it is faster)"
         ),
         "edge_int8": f"the pruned CNN, static int8 QDQ (per-channel); {calibration}",
     }

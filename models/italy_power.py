@@ -466,7 +466,10 @@ def _task_card(
     example = torch.zeros(1, data.window_size)
     descriptions = {
         "cloud_fp32": f"ensemble of {plan.folds} 1D CNNs {plan.cloud_widths}, averaged probabilities",
-        "edge_fp32": f"1D CNN {plan.edge_widths} distilled from the ensemble (reference, not shipped to devices)",
+        "edge_fp32": (
+            f"1D CNN {plan.edge_widths} distilled from the ensemble (shipped beside the int8 model; an agent with "
+            "fastest_variant runs it where it is faster)"
+        ),
         "edge_int8": f"the distilled CNN, static int8 QDQ (per-channel); {calibration}",
     }
     metrics = {

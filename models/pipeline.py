@@ -294,7 +294,8 @@ def ratio_goals(
     retained = quality["edge_int8"] / quality["cloud_fp32"] if quality["cloud_fp32"] else float("nan")
     size = sizes["edge_int8"] / sizes["cloud_fp32"]
     slower = (
-        f"; int8 is slower than fp32 on this CPU: run `{task_name}_edge_fp32` (its manifest lies beside the int8 one)"
+        f"; int8 is slower than fp32 on this CPU: run `{task_name}_edge_fp32` (its manifest lies beside the int8 "
+        "one; an agent with `fastest_variant = true` times both on its device and runs the faster)"
         if int8 > fp32
         else ""
     )
