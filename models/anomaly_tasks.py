@@ -12,10 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from models.datasets import load_kdd_tsad_135, load_mitdb
-from models.series_anomaly import AutoencoderPlan, SeriesAnomalyTask, build_series_anomaly
+from models.series_anomaly import AutoencoderPlan, EdgeRecipe, SeriesAnomalyTask, build_series_anomaly
 from protocol.messages import SensorKind
 
 WINDOW = 128
+EDGE_RECIPES = (
+    EdgeRecipe("distilled_keep50", teacher_weight=0.5, keep_ratio=0.5),
+    EdgeRecipe("inputs_keep50", teacher_weight=0.0, keep_ratio=0.5),
+    EdgeRecipe("distilled_keep75", teacher_weight=0.5, keep_ratio=0.75),
+    EdgeRecipe("inputs_keep75", teacher_weight=0.0, keep_ratio=0.75),
+)
+"""The edge candidates, fixed before any of their figures was seen: the student distilled from the cloud
+ensemble (half the loss on its reconstructions) or trained on the inputs alone, pruned to half or three
+quarters of its hidden units. The build keeps the best on validation data (see
+:func:`models.series_anomaly.choose_candidate`)."""
 
 
 def _plan(epochs: int, train_hop: int) -> AutoencoderPlan:
@@ -24,7 +34,7 @@ def _plan(epochs: int, train_hop: int) -> AutoencoderPlan:
         cloud_bottleneck=8,
         student_widths=(128, 128, 64),
         edge_bottleneck=8,
-        keep_ratio=0.5,
+        edge_recipes=EDGE_RECIPES,
         epochs=epochs,
         finetune_epochs=max(1, epochs // 2),
         train_hop=train_hop,
@@ -51,11 +61,17 @@ MITDB = SeriesAnomalyTask(
         "readings, a few seconds of heartbeats, to learn what normal looks like.",
         "ECG is not a machine signal: the task stands in for the machine-signal anomaly detector with real "
         "labels; the same recipe applies to a vibration or current series.",
-        "The regularized recipe (cloud ensemble, weight decay, early stopping and thresholds on held-out normal "
-        "windows) cut the cloud model's false alarms, but the edge autoencoder distilled from it scores the "
-        "labelled stretch worse than the previous build's (ROC-AUC 0.969 then); the recipe was fixed before "
-        "its test figures were seen and is not tuned on them. Choosing the edge recipe on simulator faults "
-        "injected into the held-out normal stretch would be the honest way to do better.",
+        "An earlier committed build's edge model (distilled from the regularized cloud ensemble, half of the "
+        "units kept) scored the labelled stretch at ROC-AUC 0.840 against the cloud's 0.974, where a build "
+        "before it had reached 0.969. Those artifacts are not reproduced by this code: rebuilding that recipe "
+        "with the same seed and library versions gives the candidate `distilled_keep50` above, whose int8 "
+        "model scores 0.969 (measured once, after the choice was made, for this note). The build now "
+        "chooses the edge recipe itself, on validation data alone: the candidates (distilled or trained on "
+        "the inputs alone, half or three quarters of the units kept) were fixed in the code before any of "
+        "their figures was seen, and the one that best finds the simulator's faults injected into the "
+        "held-out normal stretch ships (see Choice of the edge recipe). Those synthetic faults need not rank "
+        "the candidates as the single labelled anomaly does: in this build (seed 0) the chosen one scores the "
+        "test stretch lower than `distilled_keep50` would have. The choice was not revisited.",
     ),
 )
 
