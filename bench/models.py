@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     if slower:
         console.print(
             f"int8 is slower than fp32 on this CPU for: {', '.join(slower)} — at these sizes the runtime's fixed "
-            "cost per call dominates and the quantize/dequantize steps add to it; an agent should run edge_fp32 there."
+            "cost per call dominates and the quantize/dequantize steps add to it; an agent should run edge_fp32 there "
+            "(with fastest_variant = true it times both on its device and does)."
         )
     if arguments.json is not None:
         arguments.json.write_text(json.dumps([asdict(figure) for figure in figures], indent=2) + "\n")
