@@ -1,0 +1,139 @@
+"""The MiniRocket-style edge model (``models/rocket.py``): kernels, PPV features, ONNX export, pruning, fitting.
+
+Fast tests use small synthetic series; the one on real data (ItalyPowerDemand) is marked ``train``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+torch = pytest.importorskip("torch")
+rocket = pytest.importorskip("models.rocket")
+
+WINDOW = 64
+
+
+def _two_classes(count: int, seed: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Noisy sines: class 0 slow (2 cycles per window), class 1 fast (9 cycles), random phases."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % 2
+    time = np.arange(WINDOW) / WINDOW
+    cycles = np.where(labels == 0, 2.0, 9.0)[:, np.newaxis]
+    phases = rng.uniform(0, 2 * np.pi, size=(count, 1))
+    windows = np.sin(2 * np.pi * cycles * time + phases) + 0.3 * rng.standard_normal((count, WINDOW))
+    return windows.astype(np.float32), labels.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[Any, npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    torch.set_num_threads(1)
+    windows, labels = _two_classes(40, seed=1)
+    return rocket.fit_rocket(windows, labels, 2, n_features=420, seed=0), windows, labels
+
+
+def _session(path: Path) -> Any:
+    ort = pytest.importorskip("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def test_the_84_kernels_weigh_minus_one_and_two_and_sum_to_zero() -> None:
+    weights = rocket.kernel_weights()
+    assert weights.shape == (84, 9)
+    assert set(np.unique(weights).tolist()) == {-1.0, 2.0}
+    assert ((weights == 2.0).sum(axis=1) == 3).all()
+    np.testing.assert_array_equal(weights.sum(axis=1), 0.0)
+    assert len({tuple(row) for row in weights.tolist()}) == 84
+
+
+def test_dilations_and_quantiles_follow_minirocket() -> None:
+    dilations, per_dilation = rocket.fit_dilations(512, 10_000)
+    assert dilations[0] == 1
+    assert dilations[-1] <= (512 - 1) // 8
+    assert int(per_dilation.sum()) * 84 == 9_996
+    short, _ = rocket.fit_dilations(24, 10_000)
+    assert short.tolist() == [1, 2]
+    np.testing.assert_allclose(rocket.quantiles(3), [0.6180340, 0.2360680, 0.8541020], atol=1e-6)
+    with pytest.raises(ValueError, match="shorter than the kernels"):
+        rocket.fit_dilations(8, 1_000)
+
+
+def test_ppv_features_lie_in_0_1_and_match_a_direct_computation(fitted: tuple[Any, Any, Any]) -> None:
+    model, windows, _ = fitted
+    features = rocket.transform(model.front, windows)
+    assert features.shape == (len(windows), len(model.front.features))
+    assert features.min() >= 0.0
+    assert features.max() <= 1.0
+    spec = model.front.features
+    weights = rocket.kernel_weights()
+    for index in (0, len(spec) // 3, len(spec) - 1):
+        dilation, kernel, bias = int(spec.dilations[index]), int(spec.kernels[index]), float(spec.biases[index])
+        padding = 4 * dilation
+        padded = np.pad(windows[0].astype(np.float64), padding)
+        output = np.array(
+            [sum(weights[kernel, tap] * padded[t + tap * dilation] for tap in range(9)) for t in range(WINDOW)]
+        )
+        if spec.valid[index]:
+            output = output[padding : WINDOW - padding]
+        assert features[0, index] == pytest.approx(float(np.mean(output > bias)), abs=1e-6)
+
+
+def test_onnx_export_matches_torch_and_int8_runs(fitted: tuple[Any, Any, Any], tmp_path: Path) -> None:
+    model, windows, _ = fitted
+    fp32, int8 = rocket.export_rocket(model, tmp_path, "tiny", windows)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(windows)).numpy()
+    got = _session(fp32).run(None, {"window": windows})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    quantized = _session(int8).run(None, {"window": windows})[0]
+    assert quantized.shape == expected.shape
+    assert np.mean(quantized.argmax(axis=1) == expected.argmax(axis=1)) >= 0.95
+
+
+def test_a_tiny_fit_separates_two_classes(fitted: tuple[Any, Any, Any]) -> None:
+    model, _, _ = fitted
+    test, test_labels = _two_classes(40, seed=2)
+    assert np.mean(rocket.predict(model, test) == test_labels) >= 0.95
+    with torch.no_grad():
+        probabilities = model(torch.from_numpy(test)).numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_pruning_removes_features_and_computation_and_stays_runnable(
+    fitted: tuple[Any, Any, Any], tmp_path: Path
+) -> None:
+    model, windows, labels = fitted
+    pruned = rocket.prune_rocket(model, windows, labels, 0.1)
+    assert len(pruned.front.features) == round(0.1 * len(model.front.features))
+    assert pruned.head.in_features == len(pruned.front.features)
+    assert sum(pruned.front.kernel_counts) < sum(model.front.kernel_counts)
+    assert pruned.front.multiply_accumulates() < model.front.multiply_accumulates() / 2
+    kept = set(zip(pruned.front.features.kernels.tolist(), pruned.front.features.biases.tolist(), strict=True))
+    original = set(zip(model.front.features.kernels.tolist(), model.front.features.biases.tolist(), strict=True))
+    assert kept <= original
+    test, test_labels = _two_classes(40, seed=3)
+    assert np.mean(rocket.predict(pruned, test) == test_labels) >= 0.9
+    fp32, _ = rocket.export_rocket(pruned, tmp_path, "pruned", windows)
+    with torch.no_grad():
+        expected = pruned(torch.from_numpy(test)).numpy()
+    np.testing.assert_allclose(_session(fp32).run(None, {"window": test})[0], expected, atol=1e-5)
+
+
+@pytest.mark.train
+def test_italy_power_matches_minirocket_level_accuracy() -> None:
+    pytest.importorskip("sktime")
+    from models.datasets import load_italy_power
+    from models.signals import apply_preprocessing
+
+    torch.set_num_threads(1)
+    data = load_italy_power()
+    train = apply_preprocessing(data.train_windows, [{"op": "znorm"}])
+    test = apply_preprocessing(data.test_windows, [{"op": "znorm"}])
+    model = rocket.fit_rocket(train, data.train_labels, 2, n_features=1_000)
+    assert np.mean(rocket.predict(model, test) == data.test_labels) >= 0.95
