@@ -721,14 +721,20 @@ def _task_card(
     )
     discord = peers["peer_stomp_discord"].figures
     edge = results["edge_int8"]
+
+    def against_discord(value: float, peer: float) -> str:
+        # A gap below 0.0005 would print as "missed by 0.000": say how small it is instead.
+        gap = peer - value
+        return "met" if gap <= 0 else f"missed by {gap:.3f}" if gap >= 5e-4 else f"missed by {gap:.1e}"
+
     goals = {
         "backends_agree": backends_goal(backend_agreement),
         "edge_int8_matches_stomp_discord_auc": (
-            f"{'met' if edge.roc_auc >= discord.roc_auc else f'missed by {discord.roc_auc - edge.roc_auc:.3f}'}: "
+            f"{against_discord(edge.roc_auc, discord.roc_auc)}: "
             f"ROC-AUC {edge.roc_auc:.3f} against the discord's {discord.roc_auc:.3f}"
         ),
         "edge_int8_matches_stomp_discord_f1": (
-            f"{'met' if edge.best_f1 >= discord.best_f1 else f'missed by {discord.best_f1 - edge.best_f1:.3f}'}: "
+            f"{against_discord(edge.best_f1, discord.best_f1)}: "
             f"best F1 {edge.best_f1:.3f} against the discord's {discord.best_f1:.3f}"
         ),
     } | ratio_goals(
