@@ -8,18 +8,9 @@ OpenCV delivers them. The manifest's steps turn a frame into the model's input: 
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 from models.camera_frames import HEIGHT, TEST_FRAMES, TRAIN_FRAMES, WIDTH, load_camera
-from models.classification import (
-    Architecture,
-    ClassificationPlan,
-    ClassificationTask,
-    build_classification,
-    run_command_line,
-)
-from models.training import Distillation, Recipe, SeriesAugmentation
+from models.classification import Architecture, ClassificationTask, TrainingShape, run_command_line, task_builder
+from models.training import SeriesAugmentation
 from protocol.manifest import Frame, Grayscale, PreprocessStep, Resize, Scale
 from protocol.messages import SensorKind
 
@@ -34,21 +25,13 @@ PREPROCESSING: tuple[PreprocessStep, ...] = (
 AUGMENTATION = SeriesAugmentation(max_shift=2, noise=0.02, scale=0.0, renormalize=False)
 
 
-def _recipe(epochs: int) -> Recipe:
-    return Recipe(epochs=epochs, batch_size=64, augmentation=AUGMENTATION)
-
-
-def _plan(folds: int, epochs: int) -> ClassificationPlan:
-    return ClassificationPlan(
-        folds=folds,
-        cloud=Architecture(widths=(64, 128, 128), kernels=(5, 3, 3), pools=(1, 1, 1)),
-        student=Architecture(widths=(32, 64, 64), kernels=(5, 3, 3), pools=(1, 1, 1)),
-        keep_ratio=0.75,
-        cloud_recipe=_recipe(epochs),
-        student_recipe=_recipe(epochs),
-        finetune_recipe=_recipe(epochs // 2),
-        distillation=Distillation(),
-    )
+SHAPE = TrainingShape(
+    cloud=Architecture(widths=(64, 128, 128), kernels=(5, 3, 3), pools=(1, 1, 1)),
+    student=Architecture(widths=(32, 64, 64), kernels=(5, 3, 3), pools=(1, 1, 1)),
+    batch_size=64,
+    augmentation=AUGMENTATION,
+    keep_ratio=0.75,
+)
 
 
 TASK = ClassificationTask(
@@ -64,8 +47,8 @@ TASK = ClassificationTask(
     sample_rate_hz=None,
     layout="batch, image row, image column",
     raw_window_size=HEIGHT * WIDTH * 3,
-    full=_plan(folds=3, epochs=40),
-    quick=_plan(folds=2, epochs=6),
+    full=SHAPE.plan(folds=3, epochs=40),
+    quick=SHAPE.plan(folds=2, epochs=6),
     about=(
         "Rendered offline by `firmware_sim/camera.py` (OpenCV drawing): circles and boxes of random size and "
         f"shade drifting over a lit gradient with sensor noise, {WIDTH} × {HEIGHT} pixels. Every frame is from "
@@ -85,10 +68,7 @@ TASK = ClassificationTask(
 )
 
 
-def build(output_dir: Path, *, seed: int = 0, quick: bool = False, epochs: int | None = None) -> dict[str, Any]:
-    """Build the task (see :func:`models.classification.build_classification`)."""
-    del epochs  # the plans fix them; kept for the registry's common signature
-    return build_classification(TASK, output_dir, seed=seed, quick=quick)
+build = task_builder(TASK)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,19 +10,10 @@ Run ``python -m models.keywords [--quick]``.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from models.classification import (
-    Architecture,
-    ClassificationPlan,
-    ClassificationTask,
-    build_classification,
-    run_command_line,
-)
+from models.classification import Architecture, ClassificationTask, TrainingShape, run_command_line, task_builder
 from models.datasets import KEYWORDS_TEST_PER_LABEL, KEYWORDS_TRAIN_PER_LABEL
 from models.speech import ACCENTS, KEYWORDS, PCM16_FULL_SCALE, TEST_VARIANTS, TRAIN_VARIANTS, load_keywords_pcm16
-from models.training import Distillation, Recipe, SeriesAugmentation
+from models.training import SeriesAugmentation
 from protocol.manifest import Mfcc, PreprocessStep, Scale
 from protocol.messages import SensorKind
 
@@ -49,21 +40,12 @@ PREPROCESSING: tuple[PreprocessStep, ...] = (Scale(offset=0.0, factor=1.0 / PCM1
 AUGMENTATION = SeriesAugmentation(max_shift=3, noise=0.05, scale=0.0, renormalize=False)
 
 
-def _recipe(epochs: int) -> Recipe:
-    return Recipe(epochs=epochs, batch_size=64, augmentation=AUGMENTATION)
-
-
-def _plan(folds: int, epochs: int) -> ClassificationPlan:
-    return ClassificationPlan(
-        folds=folds,
-        cloud=Architecture(widths=(64, 128, 128), kernels=(5, 3, 3), pools=(2, 1, 1)),
-        student=Architecture(widths=(32, 64, 64), kernels=(5, 3, 3), pools=(2, 1, 1)),
-        keep_ratio=0.5,
-        cloud_recipe=_recipe(epochs),
-        student_recipe=_recipe(epochs),
-        finetune_recipe=_recipe(epochs // 2),
-        distillation=Distillation(),
-    )
+SHAPE = TrainingShape(
+    cloud=Architecture(widths=(64, 128, 128), kernels=(5, 3, 3), pools=(2, 1, 1)),
+    student=Architecture(widths=(32, 64, 64), kernels=(5, 3, 3), pools=(2, 1, 1)),
+    batch_size=64,
+    augmentation=AUGMENTATION,
+)
 
 
 TASK = ClassificationTask(
@@ -79,8 +61,8 @@ TASK = ClassificationTask(
     sample_rate_hz=16000.0,
     layout="batch, MFCC coefficient, frame",
     raw_window_size=16000,
-    full=_plan(folds=5, epochs=40),
-    quick=_plan(folds=2, epochs=5),
+    full=SHAPE.plan(folds=5, epochs=40),
+    quick=SHAPE.plan(folds=2, epochs=5),
     about=(
         "Synthesized at build time, offline, by espeak-ng (Debian's package) and mixed with seeded white and "
         f"brown noise at 5–20 dB SNR: {KEYWORDS_TRAIN_PER_LABEL} training and {KEYWORDS_TEST_PER_LABEL} test "
@@ -97,10 +79,7 @@ TASK = ClassificationTask(
 )
 
 
-def build(output_dir: Path, *, seed: int = 0, quick: bool = False, epochs: int | None = None) -> dict[str, Any]:
-    """Build the task (see :func:`models.classification.build_classification`)."""
-    del epochs  # the plans fix them; kept for the registry's common signature
-    return build_classification(TASK, output_dir, seed=seed, quick=quick)
+build = task_builder(TASK)
 
 
 def main(argv: list[str] | None = None) -> None:
