@@ -6,12 +6,13 @@ Where a service is missing the test is skipped with a message naming it, unless
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,3 +150,12 @@ def running_evm_node(directory: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+async def until(condition: Callable[[], bool], timeout_s: float, what: str, *, poll_s: float = 0.05) -> None:
+    """Wait until ``condition()`` holds; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s} s")
+        await asyncio.sleep(poll_s)

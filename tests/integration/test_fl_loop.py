@@ -13,8 +13,7 @@ import asyncio
 import dataclasses
 import json
 import secrets
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -39,7 +38,7 @@ from protocol import BrokerSettings
 from protocol.notary import InclusionProof, LeafRecord, model_anchor_id
 from protocol.signing import public_key_of
 from tests.integration.test_fl_deployment import BACKBONE_INT8, COMMITTED, base_run_config, plaid_fleet
-from tests.services import EVM_OWNER_KEY, Mosquitto, running_evm_node
+from tests.services import EVM_OWNER_KEY, Mosquitto, running_evm_node, until
 
 pytest.importorskip("sktime", reason="PLAID comes with sktime (the sim or train extra)")
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -52,14 +51,6 @@ SITE = "lab-1"
 def evm_node(tmp_path: Path) -> Iterator[str]:
     with running_evm_node(tmp_path) as url:
         yield url
-
-
-async def until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        await asyncio.sleep(0.1)
 
 
 async def test_rounds_on_the_fleet_give_a_better_model_that_goes_live_with_its_hash_on_chain(
@@ -221,7 +212,9 @@ async def test_rounds_on_the_fleet_give_a_better_model_that_goes_live_with_its_h
                 },
             )
             assert created.status_code == 201, created.text
-            await until(lambda: all(a.model.manifest.version == version for a in agents), 120, "the new model live")
+            await until(
+                lambda: all(a.model.manifest.version == version for a in agents), 120, "the new model live", poll_s=0.1
+            )
             for agent in agents:
                 assert agent.model.manifest.sha256 == sha256
                 assert agent.updater is not None and agent.updater.fetcher.anchor_checks == 1

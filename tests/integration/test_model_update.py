@@ -12,7 +12,6 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -32,7 +31,7 @@ from protocol import BrokerSettings, decode, encode
 from protocol.manifest import ModelManifest
 from protocol.messages import CommandReply, TelemetryReading
 from protocol.signing import public_key_of, sign
-from tests.services import Mosquitto
+from tests.services import Mosquitto, until
 from tests.signed_models import EDGE, MODELS, copy_model, write_public_key
 
 pytestmark = pytest.mark.integration
@@ -54,14 +53,6 @@ def signed_edge_model(
 
 def upload_body(manifest: ModelManifest, data: bytes) -> dict[str, object]:
     return {"manifest": manifest.model_dump(mode="json"), "artifact_base64": base64.b64encode(data).decode()}
-
-
-async def until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        await asyncio.sleep(0.05)
 
 
 async def test_a_rolled_out_model_is_fetched_checked_on_chain_and_goes_live(
