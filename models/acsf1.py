@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from models.classification import Architecture, ClassificationTask, TrainingShape, run_command_line, task_builder
 from models.datasets import load_acsf1
+from models.rocket_recipe import RocketPlan
 from models.training import SeriesAugmentation
 from protocol.manifest import ZNormalize
 from protocol.messages import SensorKind
@@ -31,8 +32,8 @@ TASK = ClassificationTask(
     unit="W",
     sample_rate_hz=None,  # the archive does not state it
     layout="batch, sample",
-    full=SHAPE.plan(folds=5, epochs=150),
-    quick=SHAPE.plan(folds=2, epochs=20),
+    full=SHAPE.plan(folds=5, epochs=150, rocket=RocketPlan()),
+    quick=SHAPE.plan(folds=2, epochs=20, rocket=RocketPlan.quick()),
     about=(
         "UCR archive's ACSF1, bundled with sktime (no download), from the ACS-F1 appliance consumption "
         "signatures database: ten appliance types (the database lists coffee machines, computer stations, "

@@ -45,6 +45,7 @@ from models.packaging import (
 from models.peers import PeerResult, run_peers
 from models.pipeline import (
     REPOSITORY,
+    BuildSteps,
     ManifestCommon,
     agreement_text,
     backends_goal,
@@ -65,6 +66,19 @@ from models.pipeline import (
     write_manifests,
 )
 from models.pruning import prune_channels
+from models.rocket import FRONT_END_OPS, RocketClassifier, RocketLogits, select_configuration
+from models.rocket_recipe import (
+    BlendedCloud,
+    RocketPlan,
+    blend,
+    choose_blend,
+    fit_cloud_rocket,
+    fit_edge,
+    fit_temperature,
+    rocket_scores,
+    softmax,
+    with_temperature,
+)
 from models.runtimes import OnnxRuntimeRunner
 from models.signals import apply_preprocessing
 from models.training import (
@@ -114,6 +128,8 @@ class ClassificationPlan:
     student_recipe: Recipe
     finetune_recipe: Recipe
     distillation: Distillation = dataclasses.field(default_factory=Distillation)
+    rocket: RocketPlan | None = None
+    """A MiniRocket-style edge model (and a rocket in the cloud blend) instead of the distilled CNN."""
 
 
 @dataclass(frozen=True)
@@ -131,8 +147,8 @@ class TrainingShape:
     keep_ratio: float = 0.5
     distillation: Distillation = dataclasses.field(default_factory=Distillation)
 
-    def plan(self, *, folds: int, epochs: int) -> ClassificationPlan:
-        """The plan of a build with ``folds`` cloud members trained ``epochs`` epochs each."""
+    def plan(self, *, folds: int, epochs: int, rocket: RocketPlan | None = None) -> ClassificationPlan:
+        """The plan of a build with ``folds`` cloud members trained ``epochs`` epochs each (and ``rocket``)."""
         recipe = Recipe(epochs=epochs, batch_size=self.batch_size, augmentation=self.augmentation)
         return ClassificationPlan(
             folds=folds,
@@ -143,6 +159,7 @@ class TrainingShape:
             student_recipe=recipe,
             finetune_recipe=dataclasses.replace(recipe, epochs=epochs // 2),
             distillation=self.distillation,
+            rocket=rocket,
         )
 
 
@@ -220,12 +237,17 @@ def _predict(model: nn.Module, windows: npt.NDArray[np.float32]) -> npt.NDArray[
     return np.asarray(predict_probabilities(model, windows).argmax(axis=-1), dtype=np.int64)
 
 
-def _export(model: nn.Module, path: Path, check: npt.NDArray[np.float32]) -> Path:
+ROCKET_ATOL = 1e-4
+"""ONNX Runtime against torch for rocket graphs: a convolution output within rounding of a bias may fall on
+the other side of it, moving one PPV feature by one step; 1e-5 for the CNNs."""
+
+
+def _export(model: nn.Module, path: Path, check: npt.NDArray[np.float32], *, atol: float = 1e-5) -> Path:
     channels = _channels(check) if check.ndim == 3 else None
     export_onnx(ProbabilityModel(model), path, window_size=check.shape[-1], output_names=OUTPUTS, channels=channels)
     with torch.no_grad():
         expected = ProbabilityModel(model).eval()(torch.from_numpy(check)).numpy()
-    if not np.allclose(OnnxRuntimeRunner(path)(check).probabilities, expected, atol=1e-5):
+    if not np.allclose(OnnxRuntimeRunner(path)(check).probabilities, expected, atol=atol):
         raise RuntimeError(f"{path.name}: ONNX Runtime disagrees with PyTorch; the export is wrong")
     return path
 
@@ -311,6 +333,234 @@ def _edge_student(
     return student, tuned
 
 
+@dataclass
+class Trained:
+    """What a recipe leaves for the shared evaluation: models, out-of-fold predictions, exported artifacts."""
+
+    cloud: nn.Module
+    """Returns logits (or log-probabilities); exported as the cloud fp32 variant."""
+    unpruned: nn.Module
+    """The edge model before pruning (not shipped), returning logits."""
+    edge: nn.Module
+    """The shipped edge model, returning logits."""
+    held_out: dict[str, npt.NDArray[np.int64]]
+    """Out-of-fold predictions on the training windows of ``cloud``, ``edge_fp32`` and ``edge_int8``."""
+    calibration: str
+    exports: EdgeExports
+    notes: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Figures of the recipe the card states (rocket: temperatures, blend weight, selection)."""
+
+
+def _progress_total(plan: ClassificationPlan) -> int:
+    """Steps of the progress bar: training epochs, and one step per rocket fit."""
+    if plan.rocket is None:
+        per_student = plan.student_recipe.epochs + plan.finetune_recipe.epochs
+        return plan.folds * (plan.cloud_recipe.epochs + per_student) + per_student
+    return plan.folds * (plan.cloud_recipe.epochs + 2) + 3
+
+
+def _train_cnn(
+    task: ClassificationTask,
+    plan: ClassificationPlan,
+    data: WindowDataset,
+    train: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    output_dir: Path,
+    names: Mapping[str, str],
+    run: BuildSteps,
+    *,
+    seed: int,
+) -> Trained:
+    """Cloud CNN ensemble; edge CNN distilled, channel-pruned, fine-tuned, int8."""
+    scratch, describe, advance = run.scratch, run.describe, run.advance
+    paths = {variant: output_dir / f"{name}.onnx" for variant, name in names.items()}
+    held_out = {variant: np.empty(len(train), np.int64) for variant in ("cloud", "edge_fp32", "edge_int8")}
+    members: list[nn.Module] = []
+    for index, fold in enumerate(stratified_folds(labels, plan.folds, np.random.default_rng(seed))):
+        fit = np.setdiff1d(np.arange(len(train)), fold)
+        describe(f"cloud member {index + 1}/{plan.folds}")
+        member = train_classifier(
+            _network(task, data, train[fit], plan.cloud),
+            train[fit],
+            labels[fit],
+            plan.cloud_recipe,
+            seed=seed * 1000 + index,
+            advance=advance,
+        )
+        members.append(member)
+        held_out["cloud"][fold] = _predict(member, train[fold])
+        describe(f"edge student, fold {index + 1}/{plan.folds}")
+        _, fold_edge = _edge_student(
+            task, plan, data, member, train[fit], labels[fit], seed=seed * 1000 + 100 + 2 * index, advance=advance
+        )
+        held_out["edge_fp32"][fold] = _predict(fold_edge, train[fold])
+        fold_fp32 = _export(fold_edge, scratch / f"fold{index}_fp32.onnx", train[fit][:8])
+        _quantize(fold_fp32, scratch / f"fold{index}_int8.onnx", train[fit], scratch / f"fold{index}")
+        held_out["edge_int8"][fold] = OnnxRuntimeRunner(scratch / f"fold{index}_int8.onnx")(train[fold]).predictions
+
+    cloud = AveragedEnsemble(members).eval()
+    describe("edge student, all training windows")
+    student, edge = _edge_student(task, plan, data, cloud, train, labels, seed=seed * 1000 + 999, advance=advance)
+
+    describe("export and quantize")
+    _export(cloud, paths["cloud_fp32"], train[:8])
+    _export(edge, paths["edge_fp32"], train[:8])
+    quantized = _quantize(paths["edge_fp32"], paths["edge_int8"], train, scratch / "final")
+    exports = export_edge_backends(
+        output_dir,
+        names["edge_int8"],
+        ProbabilityModel(edge),
+        quantized.windows,
+        quantized_prefix=LITERT_QUANTIZED,
+        fp32_prefixes=LITERT_FP32,
+        describe=describe,
+    )
+    calibration = (
+        f"MinMax over the {len(quantized.windows)} preprocessed training windows with the smallest peaks "
+        f"({quantized.share:.0%} of {len(train)}: of {', '.join(f'{share:.0%}' for share in CALIBRATION_SHARES)}, "
+        f"the share whose int8 model agrees best with fp32 on all training windows, {quantized.agreement:.1%}; "
+        f"test split unused); kept fp32: the first convolution and Softmax ({len(quantized.kept_fp32)} nodes)"
+    )
+    return Trained(cloud, student, edge, held_out, calibration, exports)
+
+
+ROCKET_FP32_OP_TYPES = (*FRONT_END_OPS, "Softmax")
+"""Kept fp32 in a rocket edge model's int8 graph: the front end (see :data:`models.rocket.FRONT_END_OPS`) and
+Softmax; the PPV features and the head are int8."""
+ROCKET_LITERT_QUANTIZED = "classifier.model.head"
+
+
+def _train_rocket(
+    task: ClassificationTask,
+    plan: ClassificationPlan,
+    rocket: RocketPlan,
+    data: WindowDataset,
+    train: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    output_dir: Path,
+    names: Mapping[str, str],
+    run: BuildSteps,
+    *,
+    seed: int,
+) -> Trained:
+    """Cloud: CNN ensemble blended with a full rocket; edge: a distilled, pruned, calibrated rocket (int8 head).
+
+    See :mod:`models.rocket_recipe`. Out-of-fold predictions choose the cloud's rocket temperature and blend
+    weight and the edge's temperature; cross-validation on the training split chooses the edge's features.
+    """
+    if train.ndim != 2:
+        raise ValueError(f"{task.name}: a rocket edge model reads univariate windows [n, sample]")
+    scratch, describe, advance = run.scratch, run.describe, run.advance
+    paths = {variant: output_dir / f"{name}.onnx" for variant, name in names.items()}
+    classes = len(data.class_names)
+    folds = stratified_folds(labels, plan.folds, np.random.default_rng(seed))
+    fits = [np.setdiff1d(np.arange(len(train)), fold) for fold in folds]
+    cnn_held_out = np.zeros((len(train), classes))
+    rocket_held_out = np.zeros((len(train), classes))
+    members: list[nn.Module] = []
+    fold_rockets: list[RocketClassifier] = []
+    for index, (fold, fit) in enumerate(zip(folds, fits, strict=True)):
+        describe(f"cloud member {index + 1}/{plan.folds}")
+        member = train_classifier(
+            _network(task, data, train[fit], plan.cloud),
+            train[fit],
+            labels[fit],
+            plan.cloud_recipe,
+            seed=seed * 1000 + index,
+            advance=advance,
+        )
+        members.append(member)
+        cnn_held_out[fold] = predict_probabilities(member, train[fold])
+        describe(f"cloud rocket {index + 1}/{plan.folds}")
+        fold_rockets.append(fit_cloud_rocket(train[fit], labels[fit], classes, rocket, seed=seed * 1000 + index))
+        rocket_held_out[fold] = rocket_scores(fold_rockets[-1], train[fold])
+        advance()
+    cloud_temperature = fit_temperature(rocket_held_out, labels)
+    cnn_weight = choose_blend(cnn_held_out, softmax(rocket_held_out / cloud_temperature), labels)
+    cloud_held_out = blend(cnn_held_out, softmax(rocket_held_out / cloud_temperature), cnn_weight)
+
+    describe("edge: features and pruning by CV")
+    selection = select_configuration(
+        train,
+        labels,
+        classes,
+        feature_counts=rocket.feature_counts,
+        keeps=rocket.keeps,
+        folds=rocket.selection_folds,
+        seed=seed,
+        tolerance=rocket.tolerance,
+    )
+    advance()
+    edge_held_out = np.zeros((len(train), classes))
+    fold_edges: list[RocketClassifier] = []
+    for index, (fold, fit) in enumerate(zip(folds, fits, strict=True)):
+        describe(f"edge rocket, fold {index + 1}/{plan.folds}")
+        teacher = blend(
+            predict_probabilities(members[index], train[fit]),
+            softmax(rocket_scores(fold_rockets[index], train[fit]) / cloud_temperature),
+            cnn_weight,
+        )
+        fold_edge = fit_edge(train[fit], labels[fit], teacher, selection, rocket, seed=seed * 1000 + 100 + index)
+        fold_edges.append(fold_edge.pruned)
+        edge_held_out[fold] = rocket_scores(fold_edge.pruned, train[fold])
+        advance()
+    edge_temperature = fit_temperature(edge_held_out, labels)
+    held_out = {
+        "cloud": np.asarray(cloud_held_out.argmax(axis=1), dtype=np.int64),
+        "edge_fp32": np.asarray(edge_held_out.argmax(axis=1), dtype=np.int64),
+        "edge_int8": np.empty(len(train), np.int64),
+    }
+    for index, (fold, fit) in enumerate(zip(folds, fits, strict=True)):
+        fold_model = RocketLogits(with_temperature(fold_edges[index], edge_temperature))
+        fold_fp32 = _export(fold_model, scratch / f"fold{index}_fp32.onnx", train[fit][:8], atol=ROCKET_ATOL)
+        fold_int8 = scratch / f"fold{index}_int8.onnx"
+        quantize_int8(fold_fp32, fold_int8, train[fit], exclude_op_types=ROCKET_FP32_OP_TYPES)
+        held_out["edge_int8"][fold] = OnnxRuntimeRunner(fold_int8)(train[fold]).predictions
+
+    describe("cloud and edge, all training windows")
+    cloud_rocket = with_temperature(
+        fit_cloud_rocket(train, labels, classes, rocket, seed=seed * 1000 + 999), cloud_temperature
+    )
+    cloud = BlendedCloud(AveragedEnsemble(members).eval(), cloud_rocket, cnn_weight).eval()
+    edge_models = fit_edge(
+        train, labels, predict_probabilities(cloud, train), selection, rocket, seed=seed * 1000 + 999
+    )
+    edge = RocketLogits(with_temperature(edge_models.pruned, edge_temperature)).eval()
+    advance()
+
+    describe("export and quantize")
+    _export(cloud, paths["cloud_fp32"], train[:8], atol=ROCKET_ATOL)
+    _export(edge, paths["edge_fp32"], train[:8], atol=ROCKET_ATOL)
+    kept = quantize_int8(paths["edge_fp32"], paths["edge_int8"], train, exclude_op_types=ROCKET_FP32_OP_TYPES)
+    exports = export_edge_backends(
+        output_dir,
+        names["edge_int8"],
+        ProbabilityModel(edge),
+        train,
+        quantized_prefix=ROCKET_LITERT_QUANTIZED,
+        describe=describe,
+    )
+    calibration = (
+        f"MinMax over all {len(train)} preprocessed training windows (test split unused); int8: the PPV "
+        f"features and the head; kept fp32: the front end's convolutions and comparisons and Softmax "
+        f"({len(kept)} nodes)"
+    )
+    kept_features = len(edge_models.pruned.front.features)
+    notes = {
+        "cloud_temperature": f"{cloud_temperature:.4g}",
+        "cnn_weight": f"{cnn_weight:.2f}",
+        "edge_temperature": f"{edge_temperature:.4g}",
+        "edge_features": f"{kept_features:,} of {len(edge_models.unpruned.front.features):,}",
+        "selection": (
+            f"{selection.pruned_features:,} features requested, {selection.keep:.0%} kept "
+            f"(cross-validated accuracy {selection.accuracy[(selection.pruned_features, selection.keep)]:.3f}, "
+            f"best full model {selection.accuracy[(selection.n_features, 1.0)]:.3f} at "
+            f"{selection.n_features:,} features)"
+        ),
+    }
+    return Trained(cloud, RocketLogits(edge_models.unpruned), edge, held_out, calibration, exports, notes)
+
+
 def task_builder(task: ClassificationTask) -> Callable[..., dict[str, Any]]:
     """The registry's ``build(output_dir, *, seed, quick)`` of ``task``."""
 
@@ -336,52 +586,19 @@ def build_classification(
     labels = data.train_labels
     names = variant_names(task.name)
     paths = {variant: output_dir / f"{name}.onnx" for variant, name in names.items()}
-    epochs_per_student = plan.student_recipe.epochs + plan.finetune_recipe.epochs
-    total = plan.folds * (plan.cloud_recipe.epochs + epochs_per_student) + epochs_per_student
-
-    with build_steps(task.name, total) as run:
-        scratch, describe, advance = run.scratch, run.describe, run.advance
-        held_out = {variant: np.empty(len(train), np.int64) for variant in ("cloud", "edge_fp32", "edge_int8")}
-        members: list[nn.Module] = []
-        for index, fold in enumerate(stratified_folds(labels, plan.folds, np.random.default_rng(seed))):
-            fit = np.setdiff1d(np.arange(len(train)), fold)
-            describe(f"cloud member {index + 1}/{plan.folds}")
-            member = train_classifier(
-                _network(task, data, train[fit], plan.cloud),
-                train[fit],
-                labels[fit],
-                plan.cloud_recipe,
-                seed=seed * 1000 + index,
-                advance=advance,
-            )
-            members.append(member)
-            held_out["cloud"][fold] = _predict(member, train[fold])
-            describe(f"edge student, fold {index + 1}/{plan.folds}")
-            _, fold_edge = _edge_student(
-                task, plan, data, member, train[fit], labels[fit], seed=seed * 1000 + 100 + 2 * index, advance=advance
-            )
-            held_out["edge_fp32"][fold] = _predict(fold_edge, train[fold])
-            fold_fp32 = _export(fold_edge, scratch / f"fold{index}_fp32.onnx", train[fit][:8])
-            _quantize(fold_fp32, scratch / f"fold{index}_int8.onnx", train[fit], scratch / f"fold{index}")
-            held_out["edge_int8"][fold] = OnnxRuntimeRunner(scratch / f"fold{index}_int8.onnx")(train[fold]).predictions
-
-        cloud = AveragedEnsemble(members).eval()
-        describe("edge student, all training windows")
-        student, edge = _edge_student(task, plan, data, cloud, train, labels, seed=seed * 1000 + 999, advance=advance)
-
-        describe("export and quantize")
-        _export(cloud, paths["cloud_fp32"], train[:8])
-        _export(edge, paths["edge_fp32"], train[:8])
-        quantized = _quantize(paths["edge_fp32"], paths["edge_int8"], train, scratch / "final")
-        exports = export_edge_backends(
-            output_dir,
-            names["edge_int8"],
-            ProbabilityModel(edge),
-            quantized.windows,
-            quantized_prefix=LITERT_QUANTIZED,
-            fp32_prefixes=LITERT_FP32,
-            describe=describe,
+    with build_steps(task.name, _progress_total(plan)) as run:
+        if plan.rocket is None:
+            trained = _train_cnn(task, plan, data, train, labels, output_dir, names, run, seed=seed)
+        else:
+            trained = _train_rocket(task, plan, plan.rocket, data, train, labels, output_dir, names, run, seed=seed)
+        cloud, student, edge, held_out, exports = (
+            trained.cloud,
+            trained.unpruned,
+            trained.edge,
+            trained.held_out,
+            trained.exports,
         )
+        describe = run.describe
 
         # The first and only use of the test split: figures for the record.
         describe("evaluate on the test split")
@@ -442,12 +659,7 @@ def build_classification(
         for backend, predictions in per_backend.items()
     }
     commit = source_commit(REPOSITORY)
-    calibration = (
-        f"MinMax over the {len(quantized.windows)} preprocessed training windows with the smallest peaks "
-        f"({quantized.share:.0%} of {len(train)}: of {', '.join(f'{share:.0%}' for share in CALIBRATION_SHARES)}, "
-        f"the share whose int8 model agrees best with fp32 on all training windows, {quantized.agreement:.1%}; "
-        f"test split unused); kept fp32: the first convolution and Softmax ({len(quantized.kept_fp32)} nodes)"
-    )
+    calibration = trained.calibration
     manifests = _write_manifests(task, data, train, output_dir, names, results, latencies, commit, calibration, exports)
     card = _task_card(
         task,
@@ -465,11 +677,12 @@ def build_classification(
         seed,
         commit,
         calibration,
+        trained.notes,
     )
     card_path = write_card(card, output_dir)
     markdown = output_dir / f"{task.name}.md"
     markdown.write_text(
-        _markdown(task, plan, data, card, results, exports.skipped, seed, calibration), encoding="utf-8"
+        _markdown(task, plan, data, card, results, exports.skipped, seed, calibration, trained.notes), encoding="utf-8"
     )
     return build_summary(
         task.name,
@@ -560,16 +773,9 @@ def _task_card(
     seed: int,
     commit: str | None,
     calibration: str,
+    notes: Mapping[str, str],
 ) -> TaskCard:
-    descriptions = {
-        "cloud_fp32": f"ensemble of {plan.folds} CNNs, channels {plan.cloud.widths}, kernels {plan.cloud.kernels}",
-        "edge_fp32": (
-            f"CNN distilled from the ensemble, channels {plan.student.widths} pruned to "
-            f"{results['edge_fp32'].parameters:,} parameters (shipped beside the int8 model; an agent with "
-            "fastest_variant runs it where it is faster)"
-        ),
-        "edge_int8": f"the pruned CNN, static int8 QDQ (per-channel); {calibration}",
-    }
+    descriptions = _descriptions(plan, results, calibration, notes)
     metrics = {variant: _metrics(results[variant]) for variant in names}
     metrics["edge_int8"] |= dict(backend_accuracy)
     variants = variant_cards(
@@ -628,6 +834,36 @@ def _task_card(
     )
 
 
+def _descriptions(
+    plan: ClassificationPlan, results: Mapping[str, VariantResult], calibration: str, notes: Mapping[str, str]
+) -> dict[str, str]:
+    """One line per variant for the card JSON."""
+    shipped_beside = "shipped beside the int8 model; an agent with fastest_variant runs it where it is faster"
+    if plan.rocket is not None:
+        return {
+            "cloud_fp32": (
+                f"ensemble of {plan.folds} CNNs, channels {plan.cloud.widths}, kernels {plan.cloud.kernels} (weight "
+                f"{notes['cnn_weight']}), blended with a MiniRocket-style model of {plan.rocket.cloud_features:,} "
+                f"features (softmax temperature {notes['cloud_temperature']}); weight and temperature chosen on "
+                "out-of-fold negative log-likelihood"
+            ),
+            "edge_fp32": (
+                f"MiniRocket-style model distilled from the cloud model, pruned to {notes['edge_features']} "
+                f"features, probabilities calibrated (temperature {notes['edge_temperature']}, out-of-fold; "
+                f"{shipped_beside})"
+            ),
+            "edge_int8": f"the pruned MiniRocket-style model, static int8 QDQ (head per class); {calibration}",
+        }
+    return {
+        "cloud_fp32": f"ensemble of {plan.folds} CNNs, channels {plan.cloud.widths}, kernels {plan.cloud.kernels}",
+        "edge_fp32": (
+            f"CNN distilled from the ensemble, channels {plan.student.widths} pruned to "
+            f"{results['edge_fp32'].parameters:,} parameters ({shipped_beside})"
+        ),
+        "edge_int8": f"the pruned CNN, static int8 QDQ (per-channel); {calibration}",
+    }
+
+
 def _goal(value: float, peer: float, *, at_least: bool) -> str:
     met = value >= peer if at_least else value > peer
     verb = "matches or beats" if at_least else "beats"
@@ -647,6 +883,7 @@ def _markdown(
     skipped: Mapping[str, str],
     seed: int,
     calibration: str,
+    notes: Mapping[str, str],
 ) -> str:
     def cell(value: float | int | None, pattern: str) -> str:
         return "—" if value is None else format(value, pattern)
@@ -667,7 +904,8 @@ def _markdown(
     )
     in_graph = "; ".join(card.input.in_graph) or "none"
     edge, cloud = results["edge_int8"], results["cloud_fp32"]
-    unpruned = results["edge_unpruned"]
+    models = _models_markdown(plan, results, calibration, notes)
+    litert_fp32 = "its front end" if plan.rocket is not None else "its first convolution"
     manifests = (
         f"`{task.name}_cloud_fp32.manifest.json` and `{task.name}_edge_int8.manifest.json` are the protocol manifests."
         if task.manifest_preprocessing is not None
@@ -691,20 +929,7 @@ machine-readable form. {manifests}
 
 ## Models
 
-- **Cloud, fp32**: {plan.folds} CNNs (channels {plan.cloud.widths}, kernels {plan.cloud.kernels}, max-pooling
-  {plan.cloud.pools}, BatchNorm, ReLU, global average pooling), member *k* trained without fold *k* for
-  {plan.cloud_recipe.epochs} epochs (AdamW, one-cycle schedule, label smoothing, time shifts, jitter,
-  amplitude scaling); probabilities averaged.
-- **Edge**: a CNN with channels {plan.student.widths} distilled from the ensemble on all training windows for
-  {plan.student_recipe.epochs} epochs (temperature {plan.distillation.temperature}, mixup labelled by the
-  teacher), then **structurally pruned**: each convolution keeps its {plan.keep_ratio:.0%} most important
-  channels (filter L1 norm × BatchNorm scale), the others are removed with the weights that read them, so
-  multiply-accumulates fall from {unpruned.macs:,} to {edge.macs:,} per window; then fine-tuned by
-  distillation for {plan.finetune_recipe.epochs} epochs. Exported with the legacy exporter (opset 17, dynamic
-  batch) and statically quantized by ONNX Runtime (QDQ, int8 weights per channel, int8 activations,
-  MinMax calibration on training windows, leaving out those with outlying peaks where that keeps int8
-  closer to fp32 on the training windows; the first convolution, which reads the raw window and whose
-  outliers would coarsen every int8 step, and Softmax kept fp32). Calibration: {calibration}.
+{models}
 
 ## Metrics
 
@@ -726,7 +951,7 @@ Goals (issue 4):
 The edge model ships for three runtimes: {files}. The OpenVINO IR is converted from the int8 `.onnx` (same
 int8 model). The `.tflite` is converted by litert-torch from the same pruned student and quantized by it
 (int8 per-channel weights, activations calibrated by min and max on the same windows as ONNX Runtime's);
-its first convolution stays fp32 as in the `.onnx`. It takes one window per call; its output is the
+{litert_fp32} stays fp32 as in the `.onnx`. It takes one window per call; its output is the
 signature's `output_0`. Argmax agreement with ONNX Runtime on the test windows: {agreement_text(card)} (goal 99 %,
 checked by the tests).{skipped_text(skipped)}
 
@@ -749,6 +974,58 @@ the build on its machine ({card.machine}); `bench/models.py` measures all tasks 
 `edgefleet models build {task.name}`, seed {seed}. Same seed and library versions: same `.onnx` bytes.
 Needs the `train` extra, and `.venv-litert` (`python -m models.environments litert`) for the `.tflite`.
 """
+
+
+def _models_markdown(
+    plan: ClassificationPlan,
+    results: Mapping[str, VariantResult],
+    calibration: str,
+    notes: Mapping[str, str],
+) -> str:
+    """The card's "Models" section: the recipe that made the variants."""
+    edge, unpruned = results["edge_int8"], results["edge_unpruned"]
+    first_line = (
+        f"- **Cloud, fp32**: {plan.folds} CNNs (channels {plan.cloud.widths}, kernels {plan.cloud.kernels}, max-pooling"
+    )
+    if plan.rocket is not None:
+        rocket = plan.rocket
+        return f"""{first_line}
+  {plan.cloud.pools}, BatchNorm, ReLU, global average pooling), member *k* trained without fold *k* for
+  {plan.cloud_recipe.epochs} epochs (AdamW, one-cycle schedule, label smoothing, time shifts, jitter,
+  amplitude scaling), probabilities averaged; **blended** with a MiniRocket-style model
+  (`models/rocket.py`: MiniRocket's 84 fixed kernels at its dilations, biases from training quantiles,
+  {rocket.cloud_features:,} PPV features, ridge head on standardized features) whose scores become
+  probabilities by a softmax at temperature {notes["cloud_temperature"]}. The CNNs weigh {notes["cnn_weight"]}, the
+  rocket the rest. Temperature and weight minimize the negative log-likelihood of the out-of-fold
+  predictions (each fold's CNN and rocket fitted without it).
+- **Edge**: a MiniRocket-style model (one ONNX graph: per dilation a `Conv` of the kernels in use, PPV
+  pooling by `Greater`, `Cast`, `ReduceMean`, a `Gemm` head, `Softmax`). Its feature count and the share
+  it keeps were chosen by {rocket.selection_folds}-fold cross-validation on the training split ({notes["selection"]}).
+  **Distilled** from the cloud model: the ridge head regresses a mix of the one-hot labels and the cloud's
+  probabilities on the training windows (teacher share {rocket.teacher_share:.0%}). **Structurally pruned**: the
+  features that move the head's scores least are removed with their bias, head column and, where no other
+  feature needs it, their kernel's convolution channel, and the head is fitted again: {notes["edge_features"]}
+  features kept, multiply-accumulates {unpruned.macs:,} → {edge.macs:,} per window (convolutions and head).
+  **Calibrated**: its scores are divided by a temperature ({notes["edge_temperature"]}) fitted on out-of-fold
+  scores, folded into the head, so that its probabilities can be read against the agent's confidence
+  threshold. Exported with the legacy exporter (opset 17, dynamic batch) and statically quantized by ONNX
+  Runtime (QDQ, int8 head weights per class, int8 PPV features): the front end stays fp32, since one int8
+  scale per convolution output moves values across the PPV thresholds (`docs/rocket_edge.md`).
+  Calibration: {calibration}."""
+    return f"""{first_line}
+  {plan.cloud.pools}, BatchNorm, ReLU, global average pooling), member *k* trained without fold *k* for
+  {plan.cloud_recipe.epochs} epochs (AdamW, one-cycle schedule, label smoothing, time shifts, jitter,
+  amplitude scaling); probabilities averaged.
+- **Edge**: a CNN with channels {plan.student.widths} distilled from the ensemble on all training windows for
+  {plan.student_recipe.epochs} epochs (temperature {plan.distillation.temperature}, mixup labelled by the
+  teacher), then **structurally pruned**: each convolution keeps its {plan.keep_ratio:.0%} most important
+  channels (filter L1 norm × BatchNorm scale), the others are removed with the weights that read them, so
+  multiply-accumulates fall from {unpruned.macs:,} to {edge.macs:,} per window; then fine-tuned by
+  distillation for {plan.finetune_recipe.epochs} epochs. Exported with the legacy exporter (opset 17, dynamic
+  batch) and statically quantized by ONNX Runtime (QDQ, int8 weights per channel, int8 activations,
+  MinMax calibration on training windows, leaving out those with outlying peaks where that keeps int8
+  closer to fp32 on the training windows; the first convolution, which reads the raw window and whose
+  outliers would coarsen every int8 step, and Softmax kept fp32). Calibration: {calibration}."""
 
 
 def run_command_line(

@@ -25,7 +25,7 @@ on PLAID this costs about one point of fp32 accuracy and quantizes without loss.
 Univariate windows ``[batch, sample]`` only. :func:`fit_rocket` fits biases and head on training windows;
 :func:`prune_rocket` keeps the features whose head weights matter most, removing their kernel, bias and
 head column (and whole convolutions and dilations left without features), and refits the head, so that the
-smaller model really computes less. This module is a prototype, not wired into the task registry.
+smaller model really computes less. :mod:`models.rocket_recipe` makes it a task's edge model.
 """
 
 from __future__ import annotations
@@ -273,7 +273,25 @@ class RocketClassifier(nn.Module):
         """Whether the head was fitted on standardized features (see :func:`fit_ridge_head`)."""
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.head(self.front(window)), dim=-1)
+        return torch.softmax(self.logits(window), dim=-1)
+
+    def logits(self, window: torch.Tensor) -> torch.Tensor:
+        """The head's scores ``[batch, classes]`` (the softmax's input)."""
+        scores: torch.Tensor = self.head(self.front(window))
+        return scores
+
+
+class RocketLogits(nn.Module):
+    """A :class:`RocketClassifier` as a logits model (its head's scores)."""
+
+    def __init__(self, model: RocketClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """The head's scores ``[batch, classes]``."""
+        scores: torch.Tensor = self.model.logits(windows)
+        return scores
 
 
 def transform(
@@ -339,7 +357,8 @@ def fit_ridge_head(
     )
 
 
-def _with_head(front: RocketFrontEnd, head: RidgeHead, *, standardize: bool) -> RocketClassifier:
+def with_head(front: RocketFrontEnd, head: RidgeHead, *, standardize: bool = False) -> RocketClassifier:
+    """A classifier of ``front`` and a fitted ``head``."""
     model = RocketClassifier(front, len(head.bias))
     model.standardize = standardize
     with torch.no_grad():
@@ -368,7 +387,7 @@ def fit_rocket(
         features = fit_features(windows, n_features, seed=seed)
     front = RocketFrontEnd(features, ppv=ppv, steepness=steepness).eval()
     head = fit_ridge_head(transform(front, windows), labels, n_classes, standardize=standardize)
-    return _with_head(front, head, standardize=standardize)
+    return with_head(front, head, standardize=standardize)
 
 
 def pruned_indices(importance: npt.NDArray[np.float64], keep: float | int) -> npt.NDArray[np.int64]:
@@ -397,7 +416,7 @@ def prune_rocket(
     front = RocketFrontEnd(kept, ppv=model.front.ppv, steepness=model.front.steepness).eval()
     training = transform(front, windows) if features is None else np.asarray(features, dtype=np.float32)[:, chosen]
     head = fit_ridge_head(training, labels, model.head.out_features, standardize=model.standardize)
-    return _with_head(front, head, standardize=model.standardize)
+    return with_head(front, head, standardize=model.standardize)
 
 
 def predict(model: RocketClassifier, windows: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
