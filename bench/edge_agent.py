@@ -1,14 +1,16 @@
 """Benchmark of the edge agent against a real Mosquitto, side by side with a bare subscriber.
 
-    python bench/edge_agent.py [--repeat 3] [--windows 40] [--devices 20] [--skip-install-size]
+    python bench/edge_agent.py [--repeat 3] [--windows 40] [--devices 20] [--skip-install-size | --only-install-size]
 
 Figures, each the median of the repeats, and their ratios to the goals of the edge-agent issue:
 - throughput: readings/s through validation, windowing and inference (agent pinned to one core)
   against a bare aiomqtt subscriber pinned to the same core, both fed by one publisher process;
 - latency: sensor-to-decision p50/p99 (reading timestamp to the decision's timestamp, same clock)
   against the bare publish-to-subscriber hop;
-- RSS of the agent with its model loaded; cold start to first decision; installed size of a fresh
-  environment holding only the `edge` extra.
+- RSS of the agent with its model loaded; cold start to first decision;
+- installed size of a device install (requirements/edge-device.txt and the edgefleet wheel, --no-deps), on
+  aarch64 (pip's manylinux wheels, `pip install --target --platform`) and in a fresh virtual environment here,
+  beside the `edge` extra as pip resolves it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import platform
 import shutil
 import socket
 import statistics
@@ -306,13 +309,49 @@ async def cold_start(directory: Path, port: int, run: int) -> float:
         agent.wait(20)
 
 
-def installed_size_mb(directory: Path) -> tuple[float, list[tuple[str, float]]]:
-    venv = directory / "edge-venv"
+DEVICE_REQUIREMENTS = REPO / "requirements" / "edge-device.txt"
+AARCH64 = [f"--platform=manylinux_2_{minor}_aarch64" for minor in (17, 27, 28)] + ["--platform=manylinux2014_aarch64"]
+
+
+def edgefleet_wheel(directory: Path) -> Path:
+    wheels = directory / "wheels"
+    if not wheels.exists():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(REPO)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    return next(wheels.glob("edgefleet-*.whl"))
+
+
+def install_arguments(install: str, wheel: Path) -> list[str]:
+    """pip's arguments for an install: the `edge` extra as pip resolves it, or a device's install (the lock
+    file and the edgefleet wheel, without their declared dependencies)."""
+    if install == "extra":
+        return [f"{wheel}[edge]"]
+    return ["--no-deps", "-r", str(DEVICE_REQUIREMENTS), str(wheel)]
+
+
+# The agent's imports and its model, run in a measured environment.
+SMOKE = """
+import sys
+from pathlib import Path
+import edgefleet.agent_service, edge_agent.agent, edge_agent.http, edge_agent.metrics, edge_agent.transport
+from edge_agent.model import load_model
+load_model(Path(sys.argv[1]))
+"""
+
+
+def installed_size_mb(directory: Path, install: str) -> tuple[float, list[tuple[str, float]]]:
+    """Installed size of an install into a fresh virtual environment of this machine."""
+    venv = directory / f"{install}-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
     subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"{REPO}[edge]"],
+        [python, "-m", "pip", "install", "--quiet", *install_arguments(install, edgefleet_wheel(directory))],
         check=True, capture_output=True,
     )  # fmt: skip
+    # The measured environment runs the agent's imports and loads the model, or its figure means nothing.
+    subprocess.run([python, "-c", SMOKE, str(MANIFEST)], check=True, cwd=directory)
     site = next((venv / "lib").glob("python3*/site-packages"))
     return site_size_mb(site)
 
@@ -332,23 +371,29 @@ def site_size_mb(site: Path) -> tuple[float, list[tuple[str, float]]]:
     return sum(sizes.values()), largest
 
 
-def installed_size_aarch64_mb(directory: Path) -> tuple[float, list[tuple[str, float]]]:
-    """The edge extra as pip installs it on a 64-bit Raspberry Pi or a Jetson (manylinux aarch64 wheels)."""
-    wheels, target = directory / "wheels", directory / "edge-aarch64"
-    pip = [sys.executable, "-m", "pip"]
+def installed_size_aarch64_mb(directory: Path, install: str) -> tuple[float, list[tuple[str, float]]]:
+    """An install as pip makes it on a 64-bit Raspberry Pi or a Jetson (manylinux aarch64 wheels)."""
+    target = directory / f"{install}-aarch64"
     subprocess.run(
-        [*pip, "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(REPO)], check=True, capture_output=True
-    )
-    wheel = next(wheels.glob("edgefleet-*.whl"))
-    platforms = [f"--platform=manylinux_2_{minor}_aarch64" for minor in (17, 27, 28)] + [
-        "--platform=manylinux2014_aarch64"
-    ]
-    subprocess.run(
-        [*pip, "install", "--quiet", "--target", str(target), "--only-binary=:all:", "--python-version=3.11",
-         "--implementation=cp", *platforms, f"{wheel}[edge]"],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target), "--only-binary=:all:",
+         "--python-version=3.11", "--implementation=cp", *AARCH64,
+         *install_arguments(install, edgefleet_wheel(directory))],
         check=True, capture_output=True,
     )  # fmt: skip
     return site_size_mb(target)
+
+
+INSTALLS = {"extra": "`edge` extra", "device": "device install"}
+
+
+def install_sizes(directory: Path) -> dict[tuple[str, str], tuple[float, list[tuple[str, float]]]]:
+    """``{(install, arch): (MB, five largest)}`` for the `edge` extra and the device install."""
+    sizes = {}
+    for install in INSTALLS:
+        console.print(f"  installed size: {INSTALLS[install]}, aarch64 and {platform.machine()}")
+        sizes[(install, "aarch64")] = installed_size_aarch64_mb(directory, install)
+        sizes[(install, platform.machine())] = installed_size_mb(directory, install)
+    return sizes
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -369,14 +414,34 @@ class Figures:
     cold: list[float]
 
 
+def print_install_sizes(sizes: dict[tuple[str, str], tuple[float, list[tuple[str, float]]]]) -> None:
+    """The device install against the goal, the `edge` extra beside it, and each one's largest entries."""
+    table = Table(title="installed size (site-packages; pip and setuptools left out)")
+    for column in ("install", "arch", "MB", "goal", "met"):
+        table.add_column(column, justify="left" if column in ("install", "arch") else "right")
+    for (install, arch), (total, _) in sizes.items():
+        device = install == "device"
+        met = "" if not device else ("yes" if total <= 150 else "[red]no[/]")
+        table.add_row(INSTALLS[install], arch, f"{total:.1f}", "≤ 150" if device else "", met)
+    console.print(table)
+    for (install, arch), (_, largest) in sizes.items():
+        console.print(f"largest, {INSTALLS[install]}, {arch}: " + ", ".join(f"{n} {mb:.1f} MB" for n, mb in largest))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--windows", type=int, default=40, help="windows per device in the throughput run")
     parser.add_argument("--latency-rate", type=float, default=500.0, help="readings/s in the latency run")
-    parser.add_argument("--skip-install-size", action="store_true")
+    sizes_only = parser.add_mutually_exclusive_group()
+    sizes_only.add_argument("--skip-install-size", action="store_true")
+    sizes_only.add_argument("--only-install-size", action="store_true", help="no broker, no agent runs")
     args = parser.parse_args()
+    if args.only_install_size:
+        with tempfile.TemporaryDirectory(prefix="edgefleet-bench-") as tmp:
+            print_install_sizes(install_sizes(Path(tmp)))
+        return
     if shutil.which("mosquitto") is None:
         sys.exit("needs mosquitto on PATH (apt-get install mosquitto)")
 
@@ -405,8 +470,7 @@ async def main() -> None:
         finally:
             broker.terminate()
             broker.wait()
-        size = None if args.skip_install_size else installed_size_mb(directory)
-        size_arm = None if args.skip_install_size else installed_size_aarch64_mb(directory)
+        sizes = None if args.skip_install_size else install_sizes(directory)
 
     median = statistics.median
     table = Table(title=f"edge agent benchmark: medians of {args.repeat} runs ({args.devices} devices, one core)")
@@ -435,15 +499,9 @@ async def main() -> None:
     row("RSS, one model (MB)", rss, None, None, "≤ 150", rss <= 150)
     cold = median(figures.cold)
     row("cold start to first decision (s)", cold, None, None, "≤ 2", cold <= 2)
-    if size is not None and size_arm is not None:
-        row("installed size, edge extra, x86_64 (MB)", size[0], None, None, "≤ 150", size[0] <= 150)
-        row("installed size, edge extra, aarch64 (MB)", size_arm[0], None, None, "≤ 150", size_arm[0] <= 150)
     console.print(table)
-    if size is not None and size_arm is not None:
-        for arch, (_, largest) in (("x86_64", size), ("aarch64", size_arm)):
-            console.print(
-                f"largest in the {arch} edge environment: " + ", ".join(f"{n} {mb:.0f} MB" for n, mb in largest)
-            )
+    if sizes is not None:
+        print_install_sizes(sizes)
     console.print(
         "runs: throughput agent "
         + ", ".join(f"{v:,.0f}" for v in figures.throughput_agent)

@@ -1,4 +1,4 @@
-"""``edgefleet-agent``: the edge agent as a device runs it, with nothing but the ``edge`` extra installed.
+"""``edgefleet-agent``: the edge agent as a device runs it, with nothing but ``requirements/edge-device.txt`` installed.
 
     edgefleet-agent [--config /etc/edgefleet/edgefleet.toml] [--log-level INFO]
 

@@ -1,4 +1,4 @@
-"""The agent as a service, run as a device runs it (``edgefleet-agent``, only the ``edge`` extra importable).
+"""The agent as a service, run as a device runs it (``edgefleet-agent``, only the device lock file importable).
 
 SIGTERM finishes the complete windows and keeps what is unsent; a signed model loads, a tampered one is
 refused with exit code 3. Signatures are checked with the standard library alone (no `cryptography`).
