@@ -20,7 +20,7 @@ import argparse
 import dataclasses
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,19 +66,8 @@ from models.pipeline import (
     write_manifests,
 )
 from models.pruning import prune_channels
-from models.rocket import FRONT_END_OPS, RocketClassifier, RocketLogits, select_configuration
-from models.rocket_recipe import (
-    BlendedCloud,
-    RocketPlan,
-    blend,
-    choose_blend,
-    fit_cloud_rocket,
-    fit_edge,
-    fit_temperature,
-    rocket_scores,
-    softmax,
-    with_temperature,
-)
+from models.rocket import FRONT_END_OPS, RocketClassifier, RocketLogits
+from models.rocket_recipe import RocketPlan, fit_rocket_models
 from models.runtimes import OnnxRuntimeRunner
 from models.signals import apply_preprocessing
 from models.training import (
@@ -452,84 +441,29 @@ def _train_rocket(
         raise ValueError(f"{task.name}: a rocket edge model reads univariate windows [n, sample]")
     scratch, describe, advance = run.scratch, run.describe, run.advance
     paths = {variant: output_dir / f"{name}.onnx" for variant, name in names.items()}
-    classes = len(data.class_names)
     folds = stratified_folds(labels, plan.folds, np.random.default_rng(seed))
-    fits = [np.setdiff1d(np.arange(len(train)), fold) for fold in folds]
-    cnn_held_out = np.zeros((len(train), classes))
-    rocket_held_out = np.zeros((len(train), classes))
     members: list[nn.Module] = []
-    fold_rockets: list[RocketClassifier] = []
-    for index, (fold, fit) in enumerate(zip(folds, fits, strict=True)):
+    for index, fold in enumerate(folds):
+        fit = np.setdiff1d(np.arange(len(train)), fold)
         describe(f"cloud member {index + 1}/{plan.folds}")
-        member = train_classifier(
-            _network(task, data, train[fit], plan.cloud),
-            train[fit],
-            labels[fit],
-            plan.cloud_recipe,
-            seed=seed * 1000 + index,
-            advance=advance,
+        members.append(
+            train_classifier(
+                _network(task, data, train[fit], plan.cloud),
+                train[fit],
+                labels[fit],
+                plan.cloud_recipe,
+                seed=seed * 1000 + index,
+                advance=advance,
+            )
         )
-        members.append(member)
-        cnn_held_out[fold] = predict_probabilities(member, train[fold])
-        describe(f"cloud rocket {index + 1}/{plan.folds}")
-        fold_rockets.append(fit_cloud_rocket(train[fit], labels[fit], classes, rocket, seed=seed * 1000 + index))
-        rocket_held_out[fold] = rocket_scores(fold_rockets[-1], train[fold])
-        advance()
-    cloud_temperature = fit_temperature(rocket_held_out, labels)
-    cnn_weight = choose_blend(cnn_held_out, softmax(rocket_held_out / cloud_temperature), labels)
-    cloud_held_out = blend(cnn_held_out, softmax(rocket_held_out / cloud_temperature), cnn_weight)
-
-    describe("edge: features and pruning by CV")
-    selection = select_configuration(
-        train,
-        labels,
-        classes,
-        feature_counts=rocket.feature_counts,
-        keeps=rocket.keeps,
-        folds=rocket.selection_folds,
-        seed=seed,
-        tolerance=rocket.tolerance,
+    fitted = fit_rocket_models(
+        train, labels, len(data.class_names), folds, members, rocket, seed=seed, describe=describe, advance=advance
     )
-    advance()
-    edge_held_out = np.zeros((len(train), classes))
-    fold_edges: list[RocketClassifier] = []
-    for index, (fold, fit) in enumerate(zip(folds, fits, strict=True)):
-        describe(f"edge rocket, fold {index + 1}/{plan.folds}")
-        teacher = blend(
-            predict_probabilities(members[index], train[fit]),
-            softmax(rocket_scores(fold_rockets[index], train[fit]) / cloud_temperature),
-            cnn_weight,
-        )
-        fold_edge = fit_edge(train[fit], labels[fit], teacher, selection, rocket, seed=seed * 1000 + 100 + index)
-        fold_edges.append(fold_edge.pruned)
-        edge_held_out[fold] = rocket_scores(fold_edge.pruned, train[fold])
-        advance()
-    edge_temperature = fit_temperature(edge_held_out, labels)
-    held_out = {
-        "cloud": np.asarray(cloud_held_out.argmax(axis=1), dtype=np.int64),
-        "edge_fp32": np.asarray(edge_held_out.argmax(axis=1), dtype=np.int64),
-        "edge_int8": np.empty(len(train), np.int64),
-    }
-    for index, (fold, fit) in enumerate(zip(folds, fits, strict=True)):
-        fold_model = RocketLogits(with_temperature(fold_edges[index], edge_temperature))
-        fold_fp32 = _export(fold_model, scratch / f"fold{index}_fp32.onnx", train[fit][:8], atol=ROCKET_ATOL)
-        fold_int8 = scratch / f"fold{index}_int8.onnx"
-        quantize_int8(fold_fp32, fold_int8, train[fit], exclude_op_types=ROCKET_FP32_OP_TYPES)
-        held_out["edge_int8"][fold] = OnnxRuntimeRunner(fold_int8)(train[fold]).predictions
-
-    describe("cloud and edge, all training windows")
-    cloud_rocket = with_temperature(
-        fit_cloud_rocket(train, labels, classes, rocket, seed=seed * 1000 + 999), cloud_temperature
-    )
-    cloud = BlendedCloud(AveragedEnsemble(members).eval(), cloud_rocket, cnn_weight).eval()
-    edge_models = fit_edge(
-        train, labels, predict_probabilities(cloud, train), selection, rocket, seed=seed * 1000 + 999
-    )
-    edge = RocketLogits(with_temperature(edge_models.pruned, edge_temperature)).eval()
-    advance()
+    held_out = fitted.held_out | {"edge_int8": rocket_held_out_int8(fitted.fold_edges, folds, train, scratch)}
+    edge = RocketLogits(fitted.calibrated_edge).eval()
 
     describe("export and quantize")
-    _export(cloud, paths["cloud_fp32"], train[:8], atol=ROCKET_ATOL)
+    _export(fitted.cloud, paths["cloud_fp32"], train[:8], atol=ROCKET_ATOL)
     _export(edge, paths["edge_fp32"], train[:8], atol=ROCKET_ATOL)
     kept = quantize_int8(paths["edge_fp32"], paths["edge_int8"], train, exclude_op_types=ROCKET_FP32_OP_TYPES)
     exports = export_edge_backends(
@@ -545,20 +479,26 @@ def _train_rocket(
         f"features and the head; kept fp32: the front end's convolutions and comparisons and Softmax "
         f"({len(kept)} nodes)"
     )
-    kept_features = len(edge_models.pruned.front.features)
-    notes = {
-        "cloud_temperature": f"{cloud_temperature:.4g}",
-        "cnn_weight": f"{cnn_weight:.2f}",
-        "edge_temperature": f"{edge_temperature:.4g}",
-        "edge_features": f"{kept_features:,} of {len(edge_models.unpruned.front.features):,}",
-        "selection": (
-            f"{selection.pruned_features:,} features requested, {selection.keep:.0%} kept "
-            f"(cross-validated accuracy {selection.accuracy[(selection.pruned_features, selection.keep)]:.3f}, "
-            f"best full model {selection.accuracy[(selection.n_features, 1.0)]:.3f} at "
-            f"{selection.n_features:,} features)"
-        ),
-    }
-    return Trained(cloud, RocketLogits(edge_models.unpruned), edge, held_out, calibration, exports, notes)
+    return Trained(
+        fitted.cloud, RocketLogits(fitted.edge.unpruned), edge, held_out, calibration, exports, fitted.notes()
+    )
+
+
+def rocket_held_out_int8(
+    fold_edges: Sequence[RocketClassifier],
+    folds: Sequence[npt.NDArray[np.int64]],
+    train: npt.NDArray[np.float32],
+    scratch: Path,
+) -> npt.NDArray[np.int64]:
+    """Out-of-fold predictions of the fold edge models exported and quantized as the shipped one is."""
+    predictions = np.empty(len(train), np.int64)
+    for index, (fold, model) in enumerate(zip(folds, fold_edges, strict=True)):
+        fit = np.setdiff1d(np.arange(len(train)), fold)
+        fold_fp32 = _export(RocketLogits(model), scratch / f"fold{index}_fp32.onnx", train[fit][:8], atol=ROCKET_ATOL)
+        fold_int8 = scratch / f"fold{index}_int8.onnx"
+        quantize_int8(fold_fp32, fold_int8, train[fit], exclude_op_types=ROCKET_FP32_OP_TYPES)
+        predictions[fold] = OnnxRuntimeRunner(fold_int8)(train[fold]).predictions
+    return predictions
 
 
 def task_builder(task: ClassificationTask) -> Callable[..., dict[str, Any]]:

@@ -3,12 +3,14 @@
 Builds two models from sktime's bundled ItalyPowerDemand, both taking one z-normalized window of 24 hourly
 readings and returning class probabilities and an anomaly score:
 
-- cloud (fp32): an ensemble of 1D CNNs, one per fold of a stratified k-fold split of the training set;
-- edge (int8): a small 1D CNN distilled from that ensemble, statically quantized with ONNX Runtime.
+- cloud (fp32): an ensemble of 1D CNNs, one per fold of a stratified k-fold split of the training set,
+  blended with a full MiniRocket-style model (:mod:`models.rocket_recipe`);
+- edge (int8): a MiniRocket-style model distilled from the cloud model, pruned and calibrated, its head
+  statically quantized with ONNX Runtime.
 
 The official test split is touched only to report final figures. Validation figures are out-of-fold:
-for each fold, the recipe (train, distil, quantize) runs on the other folds and is scored on the held-out
-one. Run ``python -m models.italy_power [--quick] [--out DIR]``.
+for each fold, the recipe (train, fit, distil, prune, quantize) runs on the other folds and is scored on
+the held-out one. Run ``python -m models.italy_power [--quick] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -37,11 +39,11 @@ from models.cards import (
     software_versions,
     write_card,
 )
+from models.classification import ROCKET_ATOL, ROCKET_FP32_OP_TYPES, ROCKET_LITERT_QUANTIZED, rocket_held_out_int8
 from models.datasets import WindowDataset, load_italy_power
 from models.evaluation import FaultResponse, OnnxWindowModel, accuracy, fault_responses, nearest_neighbour_predictions
 from models.export import export_onnx, quantize_int8, source_commit
 from models.networks import (
-    AveragedEnsemble,
     ConvClassifier,
     SubspaceAnomalyScore,
     WindowModel,
@@ -72,11 +74,11 @@ from models.pipeline import (
     variant_names,
     write_manifests,
 )
+from models.rocket import RocketLogits
+from models.rocket_recipe import RocketPlan, fit_rocket_models
 from models.training import (
     Advance,
-    Distillation,
     Recipe,
-    distil,
     make_deterministic,
     predict_probabilities,
     stratified_folds,
@@ -102,15 +104,12 @@ REBUILD = rebuild_command(TASK)
 
 # Kept fp32 in the int8 graph. The anomaly branch: its intermediate values for faulty windows lie far
 # outside the range calibrated on normal windows, so int8 would clip exactly the scores that matter
-# (it is one 24×24 MatMul, cheap in fp32). Softmax: int8 probabilities would come in steps of 1/256.
+# (it is one 24×24 MatMul, cheap in fp32). The rocket front end and Softmax: see ROCKET_FP32_OP_TYPES.
 FP32_PREFIXES = ("/anomaly/",)
-FP32_OP_TYPES = ("Softmax",)
-# For the .tflite: only the classifier is quantized (the anomaly branch and softmax stay fp32, as above),
-# and its first convolution too stays fp32. LiteRT's converter moves a quantize op at the graph's
-# start onto the input itself, which would hand the fp32 anomaly branch an int8 window; a first layer in
-# fp32 keeps the input fp32. That layer has one input channel, a few hundred multiply-accumulates.
-LITERT_QUANTIZED = "classifier"
-LITERT_FP32 = ("classifier.features.0",)
+FP32_OP_TYPES = ROCKET_FP32_OP_TYPES
+# For the .tflite: only the classifier's head is quantized (the front end, the anomaly branch and softmax
+# stay fp32, as above), so the input, shared with the fp32 anomaly branch, stays fp32 too.
+LITERT_QUANTIZED = ROCKET_LITERT_QUANTIZED
 
 
 @dataclass(frozen=True)
@@ -119,26 +118,19 @@ class BuildPlan:
 
     folds: int
     cloud_recipe: Recipe
-    edge_recipe: Recipe
-    distillation: Distillation = dataclasses.field(default_factory=Distillation)
+    rocket: RocketPlan
     cloud_widths: tuple[int, ...] = (32, 64, 32)
     cloud_kernels: tuple[int, ...] = (7, 5, 3)
-    edge_widths: tuple[int, ...] = (8, 16, 16)
-    edge_kernels: tuple[int, ...] = (5, 5, 3)
     anomaly_components: int = 5
     """Chosen by 5-fold cross-validation on the training windows (more components memorize the 67 windows)."""
 
     def with_epochs(self, epochs: int) -> BuildPlan:
-        """The same plan with both recipes trained for ``epochs``."""
-        return dataclasses.replace(
-            self,
-            cloud_recipe=dataclasses.replace(self.cloud_recipe, epochs=epochs),
-            edge_recipe=dataclasses.replace(self.edge_recipe, epochs=epochs),
-        )
+        """The same plan with the cloud members trained for ``epochs``."""
+        return dataclasses.replace(self, cloud_recipe=dataclasses.replace(self.cloud_recipe, epochs=epochs))
 
 
-FULL_PLAN = BuildPlan(folds=5, cloud_recipe=Recipe(epochs=300), edge_recipe=Recipe(epochs=300))
-QUICK_PLAN = BuildPlan(folds=3, cloud_recipe=Recipe(epochs=80), edge_recipe=Recipe(epochs=80))
+FULL_PLAN = BuildPlan(folds=5, cloud_recipe=Recipe(epochs=300), rocket=RocketPlan())
+QUICK_PLAN = BuildPlan(folds=3, cloud_recipe=Recipe(epochs=80), rocket=RocketPlan.quick())
 
 
 @dataclass(frozen=True)
@@ -156,14 +148,10 @@ def _cloud_member(plan: BuildPlan, classes: int) -> nn.Module:
     return ConvClassifier(plan.cloud_widths, plan.cloud_kernels, classes)
 
 
-def _edge_student(plan: BuildPlan, classes: int) -> nn.Module:
-    return ConvClassifier(plan.edge_widths, plan.edge_kernels, classes)
-
-
 def _export_edge(
     student: nn.Module, scorer: SubspaceScorer, calibration: npt.NDArray[np.float32], fp32_path: Path, int8_path: Path
 ) -> list[str]:
-    """Export the student with its anomaly head, then quantize it; returns the nodes kept fp32."""
+    """Export the edge classifier with its anomaly head, then quantize it; returns the nodes kept fp32."""
     export_onnx(WindowModel(student, SubspaceAnomalyScore(scorer)), fp32_path, window_size=calibration.shape[1])
     return quantize_int8(
         fp32_path, int8_path, calibration, exclude_prefixes=FP32_PREFIXES, exclude_op_types=FP32_OP_TYPES
@@ -172,10 +160,11 @@ def _export_edge(
 
 @dataclass
 class _CrossValidation:
-    """Out-of-fold predictions on the training windows, and the cloud members that made the cloud's."""
+    """The cloud members (member *k* trained without fold *k*), the folds, and the 1-NN's out-of-fold predictions."""
 
+    folds: list[npt.NDArray[np.int64]]
     members: list[nn.Module] = dataclasses.field(default_factory=list)
-    held_out: dict[str, npt.NDArray[np.int64]] = dataclasses.field(default_factory=dict)
+    held_out_1nn: npt.NDArray[np.int64] = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
 
 
 def _cross_validate(
@@ -184,21 +173,18 @@ def _cross_validate(
     train: npt.NDArray[np.float32],
     *,
     seed: int,
-    scratch: Path,
     describe: Callable[[str], None],
     advance: Advance,
 ) -> _CrossValidation:
-    """Run every recipe once per fold, trained without that fold and scored on it.
+    """Train one cloud member per fold, without that fold; they are the shipped ensemble's members.
 
-    The cloud members trained here are the shipped ensemble; the fold students exist only to validate the
-    edge recipe end to end (distil, export, calibrate, quantize), so the int8 figure is the int8 recipe's.
+    Their out-of-fold predictions choose the cloud blend and validate it
+    (:func:`models.rocket_recipe.fit_rocket_models`).
     """
     labels = data.train_labels
-    result = _CrossValidation(
-        held_out={variant: np.empty(len(train), np.int64) for variant in ("cloud", "edge_fp32", "edge_int8", "1nn")}
-    )
-    folds = stratified_folds(labels, plan.folds, np.random.default_rng(seed))
-    for index, fold in enumerate(folds):
+    result = _CrossValidation(folds=stratified_folds(labels, plan.folds, np.random.default_rng(seed)))
+    result.held_out_1nn = np.empty(len(train), np.int64)
+    for index, fold in enumerate(result.folds):
         fit = np.setdiff1d(np.arange(len(train)), fold)
         describe(f"cloud member {index + 1}/{plan.folds}")
         member = train_classifier(
@@ -210,25 +196,7 @@ def _cross_validate(
             advance=advance,
         )
         result.members.append(member)
-        result.held_out["cloud"][fold] = _predict(member, train[fold])
-
-        describe(f"edge student, fold {index + 1}/{plan.folds}")
-        student = distil(
-            _edge_student(plan, len(data.class_names)),
-            member,
-            train[fit],
-            labels[fit],
-            plan.edge_recipe,
-            plan.distillation,
-            seed=seed * 1000 + 100 + index,
-            advance=advance,
-        )
-        result.held_out["edge_fp32"][fold] = _predict(student, train[fold])
-        fold_scorer = fit_subspace_scorer(train[fit], components=plan.anomaly_components)
-        fold_int8 = scratch / f"fold{index}_int8.onnx"
-        _export_edge(student, fold_scorer, train[fit], scratch / f"fold{index}_fp32.onnx", fold_int8)
-        result.held_out["edge_int8"][fold] = OnnxWindowModel(fold_int8)(train[fold]).predictions
-        result.held_out["1nn"][fold] = nearest_neighbour_predictions(train[fit], labels[fit], train[fold])
+        result.held_out_1nn[fold] = nearest_neighbour_predictions(train[fit], labels[fit], train[fold])
     return result
 
 
@@ -252,24 +220,29 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
     cloud_path = output_dir / f"{CLOUD_NAME}.onnx"
     edge_path = output_dir / f"{EDGE_NAME}.onnx"
     edge_fp32_path = output_dir / f"{NAMES['edge_fp32']}.onnx"
-    total_epochs = plan.folds * plan.cloud_recipe.epochs + (plan.folds + 1) * plan.edge_recipe.epochs
+    total_steps = plan.folds * (plan.cloud_recipe.epochs + 2) + 3
 
-    with build_steps(TASK, total_epochs) as run:
+    with build_steps(TASK, total_steps) as run:
         scratch, describe, advance = run.scratch, run.describe, run.advance
-        validation = _cross_validate(plan, data, train, seed=seed, scratch=scratch, describe=describe, advance=advance)
-        cloud_classifier = AveragedEnsemble(validation.members).eval()
-        scorer = fit_subspace_scorer(train, components=plan.anomaly_components)
-        describe("edge student, all training windows")
-        student = distil(
-            _edge_student(plan, len(data.class_names)),
-            cloud_classifier,
+        validation = _cross_validate(plan, data, train, seed=seed, describe=describe, advance=advance)
+        fitted = fit_rocket_models(
             train,
             labels,
-            plan.edge_recipe,
-            plan.distillation,
-            seed=seed * 1000 + 999,
+            len(data.class_names),
+            validation.folds,
+            validation.members,
+            plan.rocket,
+            seed=seed,
+            describe=describe,
             advance=advance,
         )
+        held_out = fitted.held_out | {
+            "edge_int8": rocket_held_out_int8(fitted.fold_edges, validation.folds, train, scratch),
+            "1nn": validation.held_out_1nn,
+        }
+        cloud_classifier = fitted.cloud
+        student = RocketLogits(fitted.calibrated_edge).eval()
+        scorer = fit_subspace_scorer(train, components=plan.anomaly_components)
 
         describe("export and quantize")
         cloud_model = WindowModel(cloud_classifier, SubspaceAnomalyScore(scorer))
@@ -284,7 +257,6 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
             edge_model,
             train,
             quantized_prefix=LITERT_QUANTIZED,
-            fp32_prefixes=LITERT_FP32,
             describe=describe,
         )
 
@@ -304,7 +276,6 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
 
     baseline_test = accuracy(nearest_neighbour_predictions(train, labels, test), data.test_labels)
     peers = run_peers(train, labels, test, data.test_labels, seed=seed)
-    held_out = validation.held_out
     results = {
         "cloud_fp32": VariantResult(
             "cloud fp32 (ensemble)",
@@ -314,7 +285,7 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
             cloud_path.stat().st_size,
         ),
         "edge_fp32": VariantResult(
-            "edge fp32 (distilled)",
+            "edge fp32 (distilled, pruned)",
             parameter_count(student),
             accuracy(held_out["edge_fp32"], labels),
             accuracy(edge_fp32_test.predictions, data.test_labels),
@@ -336,7 +307,8 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
     commit = source_commit(REPOSITORY)
     calibration = (
         f"MinMax over the {len(train)} z-normalized training windows (test split unused); "
-        f"kept fp32: the anomaly-score branch and Softmax ({len(kept_fp32)} nodes)"
+        "int8: the PPV features and the head; kept fp32: the front end's convolutions and comparisons, the "
+        f"anomaly-score branch and Softmax ({len(kept_fp32)} nodes)"
     )
     common = {"baseline_1nn_accuracy": baseline_test}
     manifest_paths = write_manifests(
@@ -395,6 +367,7 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
             latencies,
             exports,
             peers,
+            fitted.notes(),
         ),
         encoding="utf-8",
     )
@@ -410,6 +383,7 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
         commit=commit,
         results=results,
         modules={"cloud_fp32": cloud_classifier, "edge_fp32": student, "edge_int8": student},
+        notes=fitted.notes(),
         exports=exports,
         latencies=latencies,
         backend_accuracy=backend_accuracy,
@@ -462,15 +436,21 @@ def _task_card(
     edge_faults: Mapping[str, FaultResponse],
     calibration: str,
     peers: Mapping[str, PeerResult],
+    notes: Mapping[str, str],
 ) -> TaskCard:
     example = torch.zeros(1, data.window_size)
     descriptions = {
-        "cloud_fp32": f"ensemble of {plan.folds} 1D CNNs {plan.cloud_widths}, averaged probabilities",
-        "edge_fp32": (
-            f"1D CNN {plan.edge_widths} distilled from the ensemble (shipped beside the int8 model; an agent with "
-            "fastest_variant runs it where it is faster)"
+        "cloud_fp32": (
+            f"ensemble of {plan.folds} 1D CNNs {plan.cloud_widths} (weight {notes['cnn_weight']}) blended with a "
+            f"MiniRocket-style model of {plan.rocket.cloud_features:,} features (softmax temperature "
+            f"{notes['cloud_temperature']}), chosen on out-of-fold negative log-likelihood; in-graph anomaly score"
         ),
-        "edge_int8": f"the distilled CNN, static int8 QDQ (per-channel); {calibration}",
+        "edge_fp32": (
+            f"MiniRocket-style model distilled from the cloud model, pruned to {notes['edge_features']} features, "
+            f"probabilities calibrated (temperature {notes['edge_temperature']}, out-of-fold); in-graph anomaly "
+            "score (shipped beside the int8 model; an agent with fastest_variant runs it where it is faster)"
+        ),
+        "edge_int8": f"the pruned MiniRocket-style model, static int8 QDQ (head per class); {calibration}",
     }
     metrics = {
         key: {"test_accuracy": results[key].test_accuracy, "val_accuracy": results[key].val_accuracy} for key in NAMES
@@ -558,7 +538,7 @@ def _check_export(model: nn.Module, path: Path, windows: npt.NDArray[np.float32]
         probabilities, scores = model(torch.from_numpy(windows))
     exported = OnnxWindowModel(path)(windows)
     if not (
-        np.allclose(exported.probabilities, probabilities.numpy(), atol=1e-5)
+        np.allclose(exported.probabilities, probabilities.numpy(), atol=ROCKET_ATOL)
         and np.allclose(exported.anomaly_score, scores.numpy(), rtol=1e-4, atol=1e-6)
     ):
         raise RuntimeError(f"{path.name}: ONNX Runtime disagrees with PyTorch; the export is wrong")
@@ -601,6 +581,7 @@ def _model_card(
     latencies: Mapping[str, dict[str, float]],
     exports: EdgeExports,
     peers: Mapping[str, PeerResult],
+    notes: Mapping[str, str],
 ) -> str:
     train_count, test_count = len(data.train_labels), len(data.test_labels)
     peer_text = "; ".join(f"{peer.description}: {peer.test_accuracy:.3f}" for peer in peers.values())
@@ -649,15 +630,24 @@ unit in the manifest (kW) matters only to the agent.
 - **Cloud, fp32**: an ensemble of {plan.folds} members, each a 1D CNN (channels {plan.cloud_widths},
   kernels {plan.cloud_kernels}, BatchNorm, ReLU, global average pooling); member *k* is trained on all
   training folds but fold *k* for {plan.cloud_recipe.epochs} epochs (AdamW, one-cycle schedule, label
-  smoothing, ±{plan.cloud_recipe.augmentation.max_shift} h shifts and jitter). Probabilities are the
-  members' average.
-- **Edge, int8**: a 1D CNN with channels {plan.edge_widths} and kernels {plan.edge_kernels}, distilled
-  from the ensemble on all {train_count} training windows for {plan.edge_recipe.epochs} epochs
-  (temperature {plan.distillation.temperature}, weight {plan.distillation.teacher_weight} on the teacher,
-  the rest on the labels; the same augmentations plus mixup labelled by the teacher only). Exported with
-  the legacy TorchScript exporter (opset 17, dynamic batch), then statically quantized by ONNX Runtime:
-  QDQ, int8 weights per channel, int8 activations. Calibration:
-  {calibration}.
+  smoothing, ±{plan.cloud_recipe.augmentation.max_shift} h shifts and jitter). The members' average is
+  **blended** with a MiniRocket-style model (`models/rocket.py`: MiniRocket's 84 fixed kernels at its
+  dilations, biases from training quantiles, {plan.rocket.cloud_features:,} PPV features, ridge head on
+  standardized features) whose scores become probabilities by a softmax at temperature
+  {notes["cloud_temperature"]}; the CNNs weigh {notes["cnn_weight"]}, the rocket the rest. Temperature and
+  weight minimize the negative log-likelihood of the out-of-fold predictions.
+- **Edge, int8**: a MiniRocket-style model (one ONNX graph: per dilation a `Conv` of the kernels in use,
+  PPV pooling by `Greater`, `Cast`, `ReduceMean`, a `Gemm` head, `Softmax`). Feature count and share kept
+  chosen by {plan.rocket.selection_folds}-fold cross-validation on the training split
+  ({notes["selection"]}). **Distilled** from the cloud model: the ridge head regresses a mix of the
+  one-hot labels and the cloud's probabilities on the {train_count} training windows (teacher share
+  {plan.rocket.teacher_share:.0%}). **Structurally pruned**: the features that move the head least are
+  removed with their bias, head column and unused convolution channels, and the head is fitted again
+  ({notes["edge_features"]} features kept). **Calibrated**: its scores are divided by a temperature
+  ({notes["edge_temperature"]}) fitted on out-of-fold scores, folded into the head, so that the agent's
+  confidence threshold reads real probabilities. Exported with the legacy TorchScript exporter (opset 17,
+  dynamic batch), then statically quantized by ONNX Runtime: QDQ, int8 head weights per class, int8 PPV
+  features; the front end stays fp32 (`docs/rocket_edge.md`). Calibration: {calibration}.
 - **Anomaly score** (both models, in the graph, fp32): mean squared residual of the window outside the
   span of the {plan.anomaly_components} leading singular vectors of the training windows, plus
   `(1 - mean(x²))²` so that a window that normalizes to all zeros (a constant window) is not scored as
@@ -669,7 +659,7 @@ unit in the manifest (kW) matters only to the agent.
 
 Validation figures are out-of-fold over the {train_count} training windows ({plan.folds}-fold stratified
 split, seed {seed}): each window is scored by a model built by the same recipe without it (for the edge,
-train, distil from that fold's cloud member, export, calibrate and quantize). One window is
+fit the front end, distil from that fold's cloud blend, prune, export and quantize). One window is
 {1 / train_count:.1%} of that figure. Test figures are on the official {test_count} test windows, run
 with ONNX Runtime (CPU, one thread) for the three artifacts.
 
@@ -684,9 +674,7 @@ split and scored on the test split by the same build, on the same windows: {peer
 Goals (issue 4):
 {goals}
 
-This task keeps its first recipe (cross-validated ensemble, a student distilled without pruning, an
-in-graph anomaly score): the edge agent's demo and the loop test depend on these artifacts, so its bytes
-change only on purpose. The other tasks' edge models are structurally pruned.
+The edge agent's demo and its tests run these artifacts, so their bytes change only on purpose.
 
 ### Anomaly score on faulted test windows
 
@@ -704,9 +692,9 @@ graphs carry the same fp32 anomaly branch.
 
 The edge model ships for three runtimes: {files}. The OpenVINO IR is converted from the int8 `.onnx`
 (its QDQ pairs become FakeQuantize, so it is the same int8 model). The `.tflite` is converted by
-litert-torch from the same trained student and quantized by it (int8 per-channel, calibrated on the same
-training windows); its first convolution stays fp32 so that its input, shared with the fp32 anomaly
-branch, stays fp32. It takes one window per call (`[1, {data.window_size}]`); its outputs are the
+litert-torch from the same model and quantized by it (the head int8 per channel, calibrated on the same
+training windows); its front end stays fp32 as in the `.onnx`, and so does its input, shared with the
+fp32 anomaly branch. It takes one window per call (`[1, {data.window_size}]`); its outputs are the
 signature's `output_0` (probabilities) and `output_1` (anomaly score). Argmax agreement with ONNX Runtime
 on the {test_count} test windows: {agreements} (the build fails below 99 %).{skipped}
 
@@ -730,6 +718,7 @@ call, not arithmetic, sets these figures; int8 is no faster than fp32 here.
 - Compare with the 1-NN baseline: on this data set a nearest-neighbour rule is strong. The recipes were
   chosen by cross-validation on the training windows alone, which could not tell the variants tried
   (wider, longer, other kernels, other distillation settings) apart; nothing was tuned on the test split.
+  The edge model's feature count and pruning were chosen by cross-validation on the training windows.
 - The classes are halves of the year, so days near the boundaries (late March, April, late September,
   October) are inherently ambiguous; no model will be certain about them.
 - The data are national demand aggregates. A single building's meter has a different daily shape; the
@@ -738,8 +727,8 @@ call, not arithmetic, sets these figures; int8 is no faster than fp32 here.
   and the subspace is fitted on those same windows: clean test windows score above 1 more often than 1 %
   (see the table). A frozen sensor during a naturally flat stretch of the day looks normal, so stuck-at
   faults are caught less reliably than spikes or dropouts.
-- The edge validation figure describes the recipe (fold students quantized the same way), not the
-  shipped student, which was trained on all training windows.
+- The edge validation figure describes the recipe (fold models fitted, pruned and quantized the same
+  way), not the shipped model, which was fitted on all training windows.
 
 ## Rebuild
 

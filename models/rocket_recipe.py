@@ -22,7 +22,7 @@ temperatures are a few hundredths, which the head's weights absorb.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +39,7 @@ from models.rocket import (
     fit_features,
     fit_rocket,
     pruned_indices,
+    select_configuration,
     transform,
     with_head,
 )
@@ -209,3 +210,125 @@ class BlendedCloud(nn.Module):
             parts.append(self.rocket.logits(windows).softmax(-1) * (1.0 - self.cnn_weight))
         total = parts[0] if len(parts) == 1 else parts[0] + parts[1]
         return torch.log(total.clamp_min(1e-12))
+
+
+@dataclass(frozen=True)
+class RocketModels:
+    """The rocket parts of a task's build, fitted by :func:`fit_rocket_models`."""
+
+    cloud: BlendedCloud
+    """The cloud model: the CNN members' average blended with the calibrated full rocket (log-probabilities)."""
+    edge: RocketEdge
+    """Fitted on all training windows; ``edge.pruned`` is the shipped model before calibration."""
+    calibrated_edge: RocketClassifier
+    """``edge.pruned`` with its temperature folded into the head: the shipped edge model."""
+    fold_edges: list[RocketClassifier]
+    """Per fold, the calibrated edge model fitted without that fold (for out-of-fold int8 figures)."""
+    held_out: dict[str, npt.NDArray[np.int64]]
+    """Out-of-fold predictions of the cloud (``cloud``) and of the fp32 edge model (``edge_fp32``)."""
+    selection: Selection
+    cloud_temperature: float
+    cnn_weight: float
+    edge_temperature: float
+
+    def notes(self) -> dict[str, str]:
+        """The figures a model card states."""
+        selection = self.selection
+        return {
+            "cloud_temperature": f"{self.cloud_temperature:.4g}",
+            "cnn_weight": f"{self.cnn_weight:.2f}",
+            "edge_temperature": f"{self.edge_temperature:.4g}",
+            "edge_features": f"{len(self.edge.pruned.front.features):,} of {len(self.edge.unpruned.front.features):,}",
+            "selection": (
+                f"{selection.pruned_features:,} features requested, {selection.keep:.0%} kept "
+                f"(cross-validated accuracy {selection.accuracy[(selection.pruned_features, selection.keep)]:.3f}, "
+                f"best full model {selection.accuracy[(selection.n_features, 1.0)]:.3f} at "
+                f"{selection.n_features:,} features)"
+            ),
+        }
+
+
+def fit_rocket_models(
+    train: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    classes: int,
+    folds: Sequence[npt.NDArray[np.int64]],
+    members: Sequence[nn.Module],
+    plan: RocketPlan,
+    *,
+    seed: int,
+    describe: Callable[[str], None] = lambda _: None,
+    advance: Callable[[], None] = lambda: None,
+) -> RocketModels:
+    """Fit the cloud's rocket and blend, and the distilled, pruned, calibrated edge model.
+
+    ``members[k]`` is the CNN (returning logits) trained without ``folds[k]``. Fold *k*'s rocket is fitted
+    without it too; their out-of-fold predictions choose the cloud's temperature and CNN weight, and the fold
+    edge models' out-of-fold scores the edge temperature. :func:`models.rocket.select_configuration` chooses
+    the edge's feature count and the share kept, on the training split.
+    """
+    from models.networks import AveragedEnsemble
+    from models.training import predict_probabilities
+
+    fits = [np.setdiff1d(np.arange(len(train)), fold) for fold in folds]
+    cnn_held_out = np.zeros((len(train), classes))
+    rocket_held_out = np.zeros((len(train), classes))
+    fold_rockets: list[RocketClassifier] = []
+    for index, (fold, fit) in enumerate(zip(folds, fits, strict=True)):
+        describe(f"cloud rocket {index + 1}/{len(folds)}")
+        cnn_held_out[fold] = predict_probabilities(members[index], train[fold])
+        fold_rockets.append(fit_cloud_rocket(train[fit], labels[fit], classes, plan, seed=seed * 1000 + index))
+        rocket_held_out[fold] = rocket_scores(fold_rockets[-1], train[fold])
+        advance()
+    cloud_temperature = fit_temperature(rocket_held_out, labels)
+    cnn_weight = choose_blend(cnn_held_out, softmax(rocket_held_out / cloud_temperature), labels)
+    cloud_held_out = blend(cnn_held_out, softmax(rocket_held_out / cloud_temperature), cnn_weight)
+
+    describe("edge: features and pruning by CV")
+    selection = select_configuration(
+        train,
+        labels,
+        classes,
+        feature_counts=plan.feature_counts,
+        keeps=plan.keeps,
+        folds=plan.selection_folds,
+        seed=seed,
+        tolerance=plan.tolerance,
+    )
+    advance()
+    edge_held_out = np.zeros((len(train), classes))
+    fold_edges: list[RocketClassifier] = []
+    for index, (fold, fit) in enumerate(zip(folds, fits, strict=True)):
+        describe(f"edge rocket, fold {index + 1}/{len(folds)}")
+        teacher = blend(
+            predict_probabilities(members[index], train[fit]),
+            softmax(rocket_scores(fold_rockets[index], train[fit]) / cloud_temperature),
+            cnn_weight,
+        )
+        fold_edge = fit_edge(train[fit], labels[fit], teacher, selection, plan, seed=seed * 1000 + 100 + index)
+        fold_edges.append(fold_edge.pruned)
+        edge_held_out[fold] = rocket_scores(fold_edge.pruned, train[fold])
+        advance()
+    edge_temperature = fit_temperature(edge_held_out, labels)
+
+    describe("cloud and edge, all training windows")
+    cloud_rocket = with_temperature(
+        fit_cloud_rocket(train, labels, classes, plan, seed=seed * 1000 + 999), cloud_temperature
+    )
+    cloud = BlendedCloud(AveragedEnsemble(list(members)).eval(), cloud_rocket, cnn_weight).eval()
+    edge = fit_edge(train, labels, predict_probabilities(cloud, train), selection, plan, seed=seed * 1000 + 999)
+    advance()
+    return RocketModels(
+        cloud=cloud,
+        edge=edge,
+        calibrated_edge=with_temperature(edge.pruned, edge_temperature),
+        fold_edges=[with_temperature(model, edge_temperature) for model in fold_edges],
+        held_out={
+            "cloud": np.asarray(cloud_held_out.argmax(axis=1), dtype=np.int64),
+            "edge_fp32": np.asarray(edge_held_out.argmax(axis=1), dtype=np.int64),
+        },
+        selection=selection,
+        cloud_temperature=cloud_temperature,
+        cnn_weight=cnn_weight,
+        edge_temperature=edge_temperature,
+    )
