@@ -437,8 +437,6 @@ def _train_rocket(
     See :mod:`models.rocket_recipe`. Out-of-fold predictions choose the cloud's rocket temperature and blend
     weight and the edge's temperature; cross-validation on the training split chooses the edge's features.
     """
-    if train.ndim != 2:
-        raise ValueError(f"{task.name}: a rocket edge model reads univariate windows [n, sample]")
     scratch, describe, advance = run.scratch, run.describe, run.advance
     paths = {variant: output_dir / f"{name}.onnx" for variant, name in names.items()}
     folds = stratified_folds(labels, plan.folds, np.random.default_rng(seed))
