@@ -226,9 +226,11 @@ def _predict(model: nn.Module, windows: npt.NDArray[np.float32]) -> npt.NDArray[
     return np.asarray(predict_probabilities(model, windows).argmax(axis=-1), dtype=np.int64)
 
 
-ROCKET_ATOL = 1e-4
-"""ONNX Runtime against torch for rocket graphs: a convolution output within rounding of a bias may fall on
-the other side of it, moving one PPV feature by one step; 1e-5 for the CNNs."""
+ROCKET_ATOL = 0.05
+"""ONNX Runtime against torch for rocket graphs (1e-5 for the CNNs). A convolution output within float
+rounding of its bias may fall on the other side of it in the other runtime, moving one PPV feature by one
+step (1/1,460 on ACSF1); through a calibrated head (a temperature of a few hundredths) that moves a
+probability by up to a few hundredths. A wrong export moves them far more."""
 
 
 def _export(model: nn.Module, path: Path, check: npt.NDArray[np.float32], *, atol: float = 1e-5) -> Path:
