@@ -39,7 +39,13 @@ from models.cards import (
     software_versions,
     write_card,
 )
-from models.classification import ROCKET_ATOL, ROCKET_FP32_OP_TYPES, ROCKET_LITERT_QUANTIZED, rocket_held_out_int8
+from models.classification import (
+    ROCKET_ATOL,
+    ROCKET_FP32_OP_TYPES,
+    ROCKET_LITERT_QUANTIZED,
+    ROCKET_REDUCE_RANGE,
+    rocket_held_out_int8,
+)
 from models.datasets import WindowDataset, load_italy_power
 from models.evaluation import FaultResponse, OnnxWindowModel, accuracy, fault_responses, nearest_neighbour_predictions
 from models.export import export_onnx, quantize_int8, source_commit
@@ -154,7 +160,12 @@ def _export_edge(
     """Export the edge classifier with its anomaly head, then quantize it; returns the nodes kept fp32."""
     export_onnx(WindowModel(student, SubspaceAnomalyScore(scorer)), fp32_path, window_size=calibration.shape[1])
     return quantize_int8(
-        fp32_path, int8_path, calibration, exclude_prefixes=FP32_PREFIXES, exclude_op_types=FP32_OP_TYPES
+        fp32_path,
+        int8_path,
+        calibration,
+        exclude_prefixes=FP32_PREFIXES,
+        exclude_op_types=FP32_OP_TYPES,
+        reduce_range=ROCKET_REDUCE_RANGE,
     )
 
 
@@ -307,7 +318,8 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
     commit = source_commit(REPOSITORY)
     calibration = (
         f"MinMax over the {len(train)} z-normalized training windows (test split unused); "
-        "int8: the PPV features and the head; kept fp32: the front end's convolutions and comparisons, the "
+        "int8: the PPV features and the head (7-bit weights); kept fp32: the front end's convolutions and "
+        "comparisons, the "
         f"anomaly-score branch and Softmax ({len(kept_fp32)} nodes)"
     )
     common = {"baseline_1nn_accuracy": baseline_test}
@@ -646,8 +658,8 @@ unit in the manifest (kW) matters only to the agent.
   ({notes["edge_features"]} features kept). **Calibrated**: its scores are divided by a temperature
   ({notes["edge_temperature"]}) fitted on out-of-fold scores, folded into the head, so that the agent's
   confidence threshold reads real probabilities. Exported with the legacy TorchScript exporter (opset 17,
-  dynamic batch), then statically quantized by ONNX Runtime: QDQ, int8 head weights per class, int8 PPV
-  features; the front end stays fp32 (`docs/rocket_edge.md`). Calibration: {calibration}.
+  dynamic batch), then statically quantized by ONNX Runtime: QDQ, int8 head weights per class in a 7-bit
+  range, int8 PPV features; the front end stays fp32 (`docs/rocket_edge.md`). Calibration: {calibration}.
 - **Anomaly score** (both models, in the graph, fp32): mean squared residual of the window outside the
   span of the {plan.anomaly_components} leading singular vectors of the training windows, plus
   `(1 - mean(x²))²` so that a window that normalizes to all zeros (a constant window) is not scored as
