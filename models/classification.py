@@ -805,7 +805,7 @@ def _descriptions(
                 f"ensemble of {plan.folds} CNNs, channels {plan.cloud.widths}, kernels {plan.cloud.kernels} (weight "
                 f"{notes['cnn_weight']}), blended with a MiniRocket-style model of {plan.rocket.cloud_features:,} "
                 f"features (softmax temperature {notes['cloud_temperature']}); weight and temperature chosen on "
-                "out-of-fold negative log-likelihood"
+                "out-of-fold negative log-likelihood" + (f".{notes['blend_outcome']}" if notes["blend_outcome"] else "")
             ),
             "edge_fp32": (
                 f"MiniRocket-style model distilled from the cloud model, pruned to {notes['edge_features']} "
@@ -957,7 +957,7 @@ def _models_markdown(
   {rocket.cloud_features:,} PPV features, ridge head on standardized features) whose scores become
   probabilities by a softmax at temperature {notes["cloud_temperature"]}. The CNNs weigh {notes["cnn_weight"]}, the
   rocket the rest. Temperature and weight minimize the negative log-likelihood of the out-of-fold
-  predictions (each fold's CNN and rocket fitted without it).
+  predictions (each fold's CNN and rocket fitted without it).{notes["blend_outcome"]}
 - **Edge**: a MiniRocket-style model (one ONNX graph: per dilation a `Conv` of the kernels in use, PPV
   pooling by `Greater`, `Cast`, `ReduceMean`, a `Gemm` head, `Softmax`). Its feature count and the share
   it keeps were chosen by {rocket.selection_folds}-fold cross-validation on the training split ({notes["selection"]}).

@@ -455,7 +455,8 @@ def _task_card(
         "cloud_fp32": (
             f"ensemble of {plan.folds} 1D CNNs {plan.cloud_widths} (weight {notes['cnn_weight']}) blended with a "
             f"MiniRocket-style model of {plan.rocket.cloud_features:,} features (softmax temperature "
-            f"{notes['cloud_temperature']}), chosen on out-of-fold negative log-likelihood; in-graph anomaly score"
+            f"{notes['cloud_temperature']}), chosen on out-of-fold negative log-likelihood; in-graph anomaly score."
+            f"{notes['blend_outcome']}"
         ),
         "edge_fp32": (
             f"MiniRocket-style model distilled from the cloud model, pruned to {notes['edge_features']} features, "
@@ -647,7 +648,7 @@ unit in the manifest (kW) matters only to the agent.
   dilations, biases from training quantiles, {plan.rocket.cloud_features:,} PPV features, ridge head on
   standardized features) whose scores become probabilities by a softmax at temperature
   {notes["cloud_temperature"]}; the CNNs weigh {notes["cnn_weight"]}, the rocket the rest. Temperature and
-  weight minimize the negative log-likelihood of the out-of-fold predictions.
+  weight minimize the negative log-likelihood of the out-of-fold predictions.{notes["blend_outcome"]}
 - **Edge, int8**: a MiniRocket-style model (one ONNX graph: per dilation a `Conv` of the kernels in use,
   PPV pooling by `Greater`, `Cast`, `ReduceMean`, a `Gemm` head, `Softmax`). Feature count and share kept
   chosen by {plan.rocket.selection_folds}-fold cross-validation on the training split

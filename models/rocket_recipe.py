@@ -237,6 +237,15 @@ class RocketModels:
         return {
             "cloud_temperature": f"{self.cloud_temperature:.4g}",
             "cnn_weight": f"{self.cnn_weight:.2f}",
+            "blend_outcome": (
+                " The CNN ensemble got weight 0 and is left out of the exported graph: the cloud model is the "
+                "rocket alone."
+                if self.cnn_weight == 0.0
+                else " The rocket got weight 0 and is left out of the exported graph: the cloud model is the CNN "
+                "ensemble alone."
+                if self.cnn_weight == 1.0
+                else ""
+            ),
             "edge_temperature": f"{self.edge_temperature:.4g}",
             "edge_features": f"{len(self.edge.pruned.front.features):,} of {len(self.edge.unpruned.front.features):,}",
             "selection": (

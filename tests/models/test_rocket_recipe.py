@@ -93,4 +93,11 @@ def test_fit_rocket_models_fits_calibrated_pruned_edge_and_blend() -> None:
     scores = recipe.rocket_scores(fitted.calibrated_edge, windows)
     raw = recipe.rocket_scores(fitted.edge.pruned, windows)
     assert scores == pytest.approx(raw / fitted.edge_temperature, rel=1e-4, abs=1e-4)
-    assert set(fitted.notes()) == {"cloud_temperature", "cnn_weight", "edge_temperature", "edge_features", "selection"}
+    assert set(fitted.notes()) == {
+        "cloud_temperature",
+        "cnn_weight",
+        "blend_outcome",
+        "edge_temperature",
+        "edge_features",
+        "selection",
+    }
