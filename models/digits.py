@@ -1,16 +1,13 @@
 """Task ``digits``: which digit, from an 8 × 8 grey image (scikit-learn's digits), the image modality.
 
-The models read the image as 8 rows (channels) of 8 pixels, scaled from 0–16 to 0–1. The cloud's CNNs run
-across the columns with the rows as channels; the MiniRocket-style models (the edge model and the cloud's
-rocket) flatten the image in their graph into one series of 64 pixels, row after row.
-Run ``python -m models.digits [--quick]``.
+The models read the image as 8 rows (channels) of 8 pixels, scaled from 0–16 to 0–1; a 1D CNN across the
+columns with the rows as channels is small and quantizes well. Run ``python -m models.digits [--quick]``.
 """
 
 from __future__ import annotations
 
 from models.classification import Architecture, ClassificationTask, TrainingShape, run_command_line, task_builder
 from models.datasets import load_digits
-from models.rocket_recipe import RocketPlan
 from models.training import SeriesAugmentation
 from protocol.manifest import Scale
 from protocol.messages import SensorKind
@@ -34,16 +31,16 @@ TASK = ClassificationTask(
     unit="grey level 0-16",
     sample_rate_hz=None,
     layout="batch, image row, image column",
-    full=SHAPE.plan(folds=5, epochs=60, rocket=RocketPlan()),
-    quick=SHAPE.plan(folds=2, epochs=8, rocket=RocketPlan.quick()),
+    full=SHAPE.plan(folds=5, epochs=60),
+    quick=SHAPE.plan(folds=2, epochs=8),
     about=(
         "scikit-learn's bundled digits (UCI optical recognition of handwritten digits, 8 × 8 downsampled, "
         "no download). It has no official split; scikit-learn's own example trains on the first half and "
         "tests on the second, and so does this task."
     ),
     limits=(
-        "The peers and the MiniRocket-style models read each image flattened row by row into one series of "
-        "64 pixels (MiniRocket needs series of at least 9 samples); the cloud's CNNs read 8 rows of 8.",
+        "The peers read each image flattened row by row into one series of 64 pixels (MiniRocket needs "
+        "series of at least 9 samples); the CNNs read 8 rows of 8.",
         "Digits written by 43 people; the halves share writers, so the test figure is optimistic for new "
         "handwriting or a camera's frames.",
     ),
