@@ -9,7 +9,7 @@ For a task (see :class:`ClassificationTask`; ``models/basic_motions.py``, ``mode
    converted for OpenVINO and LiteRT (:mod:`models.packaging`).
 3. **Peers** on the same preprocessed split: MiniRocket (sktime, ridge classifier) and 1-NN with DTW.
 
-A task whose plan carries a :class:`models.rocket_recipe.RocketPlan` (``plaid``, ``acsf1``)
+A task whose plan carries a :class:`models.rocket_recipe.RocketPlan` (``acsf1``)
 builds a MiniRocket-style edge model instead of the CNN student (distilled from the cloud by its ridge
 head, pruned by features, calibrated, int8 head), and its cloud model blends the CNN ensemble with a full
 rocket (:mod:`models.rocket_recipe`).
