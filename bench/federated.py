@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from cloud_hub.fl.evaluation import HoldoutEvaluation, embed  # noqa: E402
-from edge_agent.fl.head import TrainingSettings, accuracy, train_head  # noqa: E402
+from edge_agent.fl.head import TrainingSettings, accuracy, standardization, train_head  # noqa: E402
 from edgefleet.federation import Experiment, dirichlet_partition, prepare_fleet, run_experiment  # noqa: E402
 from models import federated  # noqa: E402
 
@@ -67,14 +67,27 @@ def _median_seconds(function: Any, repeats: int) -> float:
     return statistics.median(times)
 
 
+NETWORK_OPS = frozenset(
+    {"Constant", "Conv", "Flatten", "Gemm", "GlobalAveragePool", "MaxPool", "Relu", "Softmax", "Unsqueeze"}
+)
+"""The op types :func:`torch_network_from_onnx` rebuilds: a convolutional edge network's, one op after another."""
+
+
 def torch_network_from_onnx(path: Path) -> Any:
-    """The fp32 edge network rebuilt as a torch module from its ONNX graph (Conv1d, ReLU, MaxPool, GAP, Linear)."""
+    """The fp32 edge network rebuilt as a torch module from its ONNX graph (Conv1d, ReLU, MaxPool, GAP, Linear).
+
+    Raises ``ValueError`` for a graph with other op types (a MiniRocket-style front end of fixed kernels and
+    thresholds has no weights to fine-tune anyway).
+    """
     import onnx
     import torch
     from onnx import numpy_helper
     from torch import nn
 
     model = onnx.load(str(path))
+    unsupported = sorted({node.op_type for node in model.graph.node} - NETWORK_OPS)
+    if unsupported:
+        raise ValueError(f"{path.name} holds {', '.join(unsupported)}: not a sequential convolutional network")
     weights = {t.name: torch.tensor(numpy_helper.to_array(t).copy()) for t in model.graph.initializer}
     layers: list[nn.Module] = []
     for node in model.graph.node:
@@ -154,24 +167,44 @@ def local_training(
                 torch.nn.functional.cross_entropy(module(inputs[batch]), target[batch]).backward()
                 optimizer.step()
 
+    # The same standardized steps as the numpy head (edge_agent.fl.head): the head over standardized features.
+    mean, scale = standardization(features)
+
     def torch_head() -> Any:
         head = torch.nn.Linear(weight.shape[1], weight.shape[0])
-        head.weight.data.copy_(torch.tensor(weight))
-        head.bias.data.copy_(torch.tensor(bias))
+        head.weight.data.copy_(torch.tensor(weight * scale))
+        head.bias.data.copy_(torch.tensor(bias + weight @ mean))
         return head
 
-    feature_tensor, windows = torch.tensor(features), torch.tensor(train).unsqueeze(1)
+    feature_tensor, windows = torch.tensor((features - mean) / scale), torch.tensor(train).unsqueeze(1)
     torch_epochs(torch_head(), feature_tensor, 1)  # warm-up: torch's first backward pass sets itself up
     head_epoch = _median_seconds(lambda: torch_epochs(torch_head(), feature_tensor, 1), repeats)
     trained_head = torch_head()
     torch_epochs(trained_head, feature_tensor, epochs)
     with torch.no_grad():
-        head_accuracy = float((trained_head(torch.tensor(test_features)).argmax(1).numpy() == test_labels).mean())
+        test_standardized = torch.tensor((test_features - mean) / scale)
+        head_accuracy = float((trained_head(test_standardized).argmax(1).numpy() == test_labels).mean())
+
+    figures["torch_head"] = {"epoch_ms": head_epoch * 1000, "accuracy": head_accuracy}
+    try:
+        torch_network_from_onnx(SOURCE_FP32)
+    except ValueError as exc:
+        console.print(f"   the whole network is not fine-tuned: {exc}")
+        return figures
+    import onnx
+
+    # The backbones subtract a centre from the head's input; the network's own head reads it uncentred.
+    initializers = {item.name: item for item in onnx.load(str(BACKBONE)).graph.initializer}
+    centre = (
+        onnx.numpy_helper.to_array(initializers[federated.CENTRE])
+        if federated.CENTRE in initializers
+        else np.zeros(weight.shape[1], np.float32)
+    )
 
     def network() -> Any:
         net = torch_network_from_onnx(SOURCE_FP32)
         net[-1].weight.data.copy_(torch.tensor(weight))  # the same starting head as the others
-        net[-1].bias.data.copy_(torch.tensor(bias))
+        net[-1].bias.data.copy_(torch.tensor(bias - weight @ centre))
         return net
 
     # The whole network takes a smaller step than the head alone (0.05 there undoes the backbone's training).
@@ -180,7 +213,6 @@ def local_training(
     torch_epochs(trained_net, windows, epochs, NETWORK_LEARNING_RATE)
     with torch.no_grad():
         net_accuracy = float((trained_net(torch.tensor(test).unsqueeze(1)).argmax(1).numpy() == test_labels).mean())
-    figures["torch_head"] = {"epoch_ms": head_epoch * 1000, "accuracy": head_accuracy}
     figures["torch_network_fp32"] = {"epoch_ms": net_epoch * 1000, "accuracy": net_accuracy}
     return figures
 

@@ -59,10 +59,18 @@ class HoldoutEvaluation:
 
 
 def read_task_description(path: Path, *, name: str = "federated_plaid_edge_int8") -> ModelDescription:
-    """The model description of a task's federated artifacts (``models/quantized/federated_<task>.json``)."""
+    """The model description of a task's federated artifacts (``models/quantized/federated_<task>.json``).
+
+    ``keep_fp32.nodes`` names the backbone nodes the task's int8 edge model keeps fp32; a description
+    without it leaves the default of :func:`cloud_hub.fl.global_model.excluded_nodes`.
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         shape = data["input"]["shape"]
+        keep_fp32 = data.get("keep_fp32")
+        nodes = None if keep_fp32 is None else keep_fp32["nodes"]
+        if nodes is not None and (not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes)):
+            raise ValueError(f"keep_fp32.nodes is a list of node names, not {nodes!r}")
         return ModelDescription(
             name=name,
             version="unset",
@@ -73,6 +81,7 @@ def read_task_description(path: Path, *, name: str = "federated_plaid_edge_int8"
             unit=str(data.get("unit", "A")),
             data=str(data.get("data", "")) + "; head trained by federated rounds on the fleet's labelled windows",
             metrics={},
+            keep_fp32=None if nodes is None else tuple(nodes),
         )
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise SettingsError(f"cannot read the task description {path}: {exc}") from exc

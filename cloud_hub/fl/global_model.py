@@ -3,8 +3,11 @@
 No torch: the fp32 backbone graph (input ``window``, output ``embedding``) gets the head appended as ONNX
 nodes (``Gemm`` with the head's weight and bias, then ``Softmax`` to ``probabilities``), then ONNX
 Runtime's static quantization makes it int8 (QDQ, per-channel int8 weights, min-max calibration over
-windows the hub holds), with the first convolution and the Softmax kept fp32 as in the task's edge model,
-and the head's Gemm too (176 weights: int8 saves nothing there, and the head stays exactly as the fleet trained it).
+windows the hub holds). What the task's own int8 edge model keeps fp32 in the backbone stays fp32 here
+too (``ModelDescription.keep_fp32``, node names read from the task's federated description: a
+convolutional backbone's first convolution, say, or a whole front end of convolutions and comparisons
+whose int8 outputs would cross their thresholds), and so do the Softmax and the head's Gemm (a few
+thousand weights at most: int8 saves little there, and the head stays exactly as the fleet trained it).
 The artifact goes out with a protocol manifest signed with the fleet's model-signing key.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +30,8 @@ from protocol.messages import SensorKind
 from protocol.signing import sign
 
 FloatArray = npt.NDArray[np.float32]
+HEAD_NODES = ("/head/Gemm", "/Softmax")
+"""The nodes :func:`head_graph` appends; always kept fp32."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,9 @@ class ModelDescription:
     data: str
     metrics: dict[str, float]
     rebuild: str = "edgefleet fl start (the run's final head, joined with the frozen backbone)"
+    keep_fp32: tuple[str, ...] | None = None
+    """The backbone nodes kept fp32 when the model is quantized, by name; ``None`` (a description written
+    before it said so): the first convolution, as the task's convolutional edge models keep it."""
 
 
 def head_graph(backbone_fp32: Path, weight: FloatArray, bias: FloatArray, target: Path) -> Path:
@@ -69,10 +78,10 @@ def head_graph(backbone_fp32: Path, weight: FloatArray, bias: FloatArray, target
                 "Gemm",
                 ["embedding", "federated.head.weight", "federated.head.bias"],
                 ["logits"],
-                name="/head/Gemm",
+                name=HEAD_NODES[0],
                 transB=1,
             ),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], name="/Softmax", axis=1),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], name=HEAD_NODES[1], axis=1),
         ]
     )
     del graph.output[:]
@@ -95,8 +104,24 @@ class _Windows:
         return None if batch is None else {"window": batch}
 
 
-def quantize(fp32_path: Path, int8_path: Path, calibration: FloatArray) -> list[str]:
-    """Static QDQ int8 quantization; returns the nodes kept fp32 (first convolution, head Gemm, Softmax)."""
+def excluded_nodes(nodes: list[tuple[str, str]], keep_fp32: tuple[str, ...] | None) -> list[str]:
+    """The names, among ``(name, op type)`` of a graph ready to quantize, of the nodes to keep fp32.
+
+    Those ``keep_fp32`` names (with ``None``, the first convolution) and the head's. A name the graph lacks
+    is an error: the node would be quantized where the task's own int8 model keeps it fp32.
+    """
+    if keep_fp32 is None:
+        keep_fp32 = tuple(name for name, op_type in nodes if op_type == "Conv")[:1]
+    missing = sorted(set(keep_fp32) - {name for name, _ in nodes})
+    if missing:
+        raise ModelBuildError(f"the backbone lacks nodes its description keeps fp32: {', '.join(missing)}")
+    return [name for name, _ in nodes if name in keep_fp32 or name in HEAD_NODES]
+
+
+def quantize(
+    fp32_path: Path, int8_path: Path, calibration: FloatArray, keep_fp32: tuple[str, ...] | None = None
+) -> dict[str, int]:
+    """Static QDQ int8 quantization; returns how many nodes of each op type stayed fp32 (see :func:`excluded_nodes`)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -106,9 +131,8 @@ def quantize(fp32_path: Path, int8_path: Path, calibration: FloatArray) -> list[
     with tempfile.TemporaryDirectory(prefix="edgefleet-fl-quantize-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
-        nodes = onnx.load(str(prepared)).graph.node
-        first_conv = next((node.name for node in nodes if node.op_type == "Conv"), None)
-        excluded = [node.name for node in nodes if node.op_type in ("Softmax", "Gemm") or node.name == first_conv]
+        nodes = [(node.name, node.op_type) for node in onnx.load(str(prepared)).graph.node]
+        excluded = excluded_nodes(nodes, keep_fp32)
         quantize_static(
             prepared,
             int8_path,
@@ -121,7 +145,8 @@ def quantize(fp32_path: Path, int8_path: Path, calibration: FloatArray) -> list[
             nodes_to_exclude=excluded,
         )
     onnx.checker.check_model(str(int8_path))
-    return excluded
+    kept = set(excluded)
+    return dict(sorted(Counter(op_type for name, op_type in nodes if name in kept).items()))
 
 
 def count_parameters(path: Path) -> int:
@@ -161,7 +186,7 @@ def build_global_model(
     try:
         with tempfile.TemporaryDirectory(prefix="edgefleet-fl-model-") as scratch:
             fp32 = head_graph(backbone_fp32, weight, bias, Path(scratch) / "fp32.onnx")
-            excluded = quantize(fp32, artifact, calibration)
+            kept = quantize(fp32, artifact, calibration, description.keep_fp32)
     except ModelBuildError:
         raise
     except Exception as exc:  # onnx and onnxruntime raise their own types; the caller gets one
@@ -188,7 +213,10 @@ def build_global_model(
         quantization=Quantization(
             scheme="qdq-int8-static",
             per_channel=True,
-            calibration=f"MinMax over {len(calibration)} windows held by the hub; kept fp32: {', '.join(excluded)}",
+            calibration=(
+                f"MinMax over {len(calibration)} windows held by the hub; kept fp32 ({sum(kept.values())} nodes): "
+                + ", ".join(f"{op_type} ×{count}" for op_type, count in kept.items())
+            ),
         ),
         parameters=count_parameters(artifact),
         metrics=description.metrics,

@@ -43,7 +43,8 @@ class RunSettings(BaseModel):
     model_signing_key: Path | None = Field(default=None, description="Ed25519 PEM key that signs the next model.")
     model_version: str = Field(default="", description="Version of the next model; empty: the run's round ids.")
     task_description: Path | None = Field(
-        default=None, description="The task's federated description (labels, input), as models/federated.py writes it."
+        default=None,
+        description="The task's federated description (labels, input, nodes kept fp32) from models/federated.py.",
     )
     chain: Literal["memory", "evm"] = Field(
         default="memory", description="memory: the in-memory notary (tests, demos); evm: the notary contract."

@@ -1,8 +1,16 @@
 """Local training of the classification head with numpy: softmax regression on frozen embeddings, by SGD.
 
 The backbone stays frozen (int8, run by ONNX Runtime); only the head ``logits = features @ weight.T + bias``
-learns, so a round needs no torch and costs a few milliseconds per epoch on a device's few hundred windows.
+learns, so a round needs no torch and costs milliseconds per epoch on a device's few hundred windows.
 The global head travels as two arrays, ``weight`` ``[classes, features]`` and ``bias`` ``[classes]``.
+
+SGD runs on the local features standardized (centred, each divided by its spread on the device, a spread
+no smaller than :data:`SPREAD_FLOOR` times the features' typical one), with the head rewritten to match and
+written back afterwards: the same model, better conditioned steps. It matters for embeddings that are far
+from centred and unequal in spread, such as hundreds of proportions in [0, 1] (plain SGD from the same
+head: 0.45 test accuracy after one epoch on PLAID's training split; standardized: 0.69), and the floor
+keeps a feature that hardly varies on one device from taking huge steps that other devices' data would
+pay for. The L2 penalty applies to the standardized weights.
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ from edge_agent.fl.errors import TrainingError
 FloatArray = npt.NDArray[np.float32]
 WEIGHT = "weight"
 BIAS = "bias"
+SPREAD_FLOOR = 0.3
+"""A feature's spread in standardization is at least this share of the root mean square spread."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +96,14 @@ def check_head(
     return w, b
 
 
+def standardization(features: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``(mean, scale)`` per feature for SGD: the spread, floored (see the module docstring); 1 where all is flat."""
+    mean = features.mean(axis=0, dtype=np.float64)
+    spread = features.std(axis=0, dtype=np.float64)
+    scale = np.maximum(spread, SPREAD_FLOOR * np.sqrt(np.mean(spread**2)))
+    return mean.astype(np.float32), np.where(scale > 0, scale, 1.0).astype(np.float32)
+
+
 def train_head(
     weight: npt.ArrayLike,
     bias: npt.ArrayLike,
@@ -93,7 +111,7 @@ def train_head(
     labels: npt.NDArray[np.int64],
     settings: TrainingSettings = DEFAULT_TRAINING,
 ) -> HeadUpdate:
-    """Minibatch SGD on the softmax cross-entropy (plus L2 on ``weight``), from the given head."""
+    """Minibatch SGD on the softmax cross-entropy (plus L2 on the standardized weights), from the given head."""
     if len(features) == 0:
         raise TrainingError("no local labelled data to train on")
     w, b = check_head(weight, bias, features.shape[1])
@@ -104,14 +122,21 @@ def train_head(
     before = cross_entropy(w, b, features, labels)
     one_hot = np.eye(classes, dtype=np.float32)[labels]
     rng = np.random.default_rng(settings.seed)
+    # logits = w x + b = (w * scale) z + (b + w mean) with z = (x - mean) / scale
+    mean, scale = standardization(features)
+    standardized = (features - mean) / scale
+    b = b + w @ mean
+    w = w * scale
     for _ in range(settings.epochs):
         order = rng.permutation(len(features))
         for start in range(0, len(order), settings.batch_size):
             batch = order[start : start + settings.batch_size]
-            x = features[batch]
+            x = standardized[batch]
             error = (probabilities(w, b, x) - one_hot[batch]) / len(batch)
             w -= settings.learning_rate * (error.T @ x + settings.l2 * w)
             b -= settings.learning_rate * error.sum(axis=0)
+    w = np.asarray(w / scale, dtype=np.float32)
+    b = np.asarray(b - w @ mean, dtype=np.float32)
     return HeadUpdate(
         weight=w,
         bias=b,

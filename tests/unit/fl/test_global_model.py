@@ -5,12 +5,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud_hub.fl.errors import ModelBuildError
+from cloud_hub.fl.errors import ModelBuildError, SettingsError
 from cloud_hub.fl.evaluation import embed, read_task_description
-from cloud_hub.fl.global_model import build_global_model, model_accuracy
+from cloud_hub.fl.global_model import HEAD_NODES, build_global_model, excluded_nodes, model_accuracy
 from cloud_hub.fl.registry import (
     DirectoryModelRegistry,
     HubApiModelRegistry,
@@ -45,8 +46,22 @@ def test_the_next_model_is_the_backbone_and_head_in_int8_signed(tmp_path: Path) 
     verify(built.manifest, [public_key_of(key)])
     assert built.manifest.quantization.scheme == "qdq-int8-static"
     assert built.manifest.input.window_size == 512 and built.manifest.output.labels == [str(i) for i in range(11)]
-    ops = {node.op_type for node in __import__("onnx").load(str(built.artifact)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear", "Gemm", "Softmax"} <= ops
+    graph = onnx.load(str(built.artifact)).graph
+    assert {"QuantizeLinear", "DequantizeLinear", "Gemm", "Softmax"} <= {node.op_type for node in graph.node}
+    # What the task's int8 edge model keeps fp32 stays fp32 (reads no int8 tensor, or its own parameters in
+    # fp32), the rest is int8, and the head is the fleet's, in fp32.
+    dequantized = {output for node in graph.node if node.op_type == "DequantizeLinear" for output in node.output}
+    fp32_parameters = {item.name for item in graph.initializer if item.data_type == onnx.TensorProto.FLOAT}
+    nodes = {node.name: node for node in graph.node}
+    backbone_convs = [node.name for node in onnx.load(str(BACKBONE_FP32)).graph.node if node.op_type == "Conv"]
+    kept = description.keep_fp32 if description.keep_fp32 is not None else backbone_convs[:1]
+    assert kept
+    for name in kept:
+        inputs = nodes[name].input
+        assert not any(i in dequantized for i in inputs) or any(i in fp32_parameters for i in inputs), name
+    assert any(name in dequantized for node in graph.node for name in node.input)
+    assert list(nodes[HEAD_NODES[0]].input[1:]) == ["federated.head.weight", "federated.head.bias"]
+    assert not any(name in dequantized for name in nodes[HEAD_NODES[1]].input)
 
     # The model decides as the devices' int8 backbone with the same head does, on almost every window.
     labels = np.arange(200, dtype=np.int64) % 11
@@ -61,6 +76,36 @@ def test_the_next_model_is_the_backbone_and_head_in_int8_signed(tmp_path: Path) 
         publish_global_model(built, registry)
     on_disk = publish_global_model(built, DirectoryModelRegistry(tmp_path / "registry"))
     assert (Path(on_disk.location) / built.manifest.artifact).read_bytes() == built.artifact.read_bytes()
+
+
+def test_the_nodes_kept_fp32_are_the_descriptions_and_the_heads() -> None:
+    nodes = [
+        ("/a/Conv", "Conv"),
+        ("/b/Conv", "Conv"),
+        ("/b/Relu", "Relu"),
+        ("/head/Gemm", "Gemm"),
+        ("/Softmax", "Softmax"),
+    ]
+    assert excluded_nodes(nodes, ("/b/Conv", "/b/Relu")) == ["/b/Conv", "/b/Relu", "/head/Gemm", "/Softmax"]
+    assert excluded_nodes(nodes, None) == ["/a/Conv", "/head/Gemm", "/Softmax"]  # older descriptions: the first Conv
+    assert excluded_nodes(nodes, ()) == ["/head/Gemm", "/Softmax"]
+    with pytest.raises(ModelBuildError, match="/c/Conv"):
+        excluded_nodes(nodes, ("/c/Conv",))
+
+
+def test_the_task_description_says_what_stays_fp32(tmp_path: Path) -> None:
+    data = json.loads(DESCRIPTION.read_text())
+    data["keep_fp32"] = {"nodes": ["/x/Conv", "/x/Cast"]}
+    path = tmp_path / "with.json"
+    path.write_text(json.dumps(data))
+    assert read_task_description(path).keep_fp32 == ("/x/Conv", "/x/Cast")
+    data.pop("keep_fp32")
+    path.write_text(json.dumps(data))
+    assert read_task_description(path).keep_fp32 is None
+    data["keep_fp32"] = {"nodes": "/x/Conv"}
+    path.write_text(json.dumps(data))
+    with pytest.raises(SettingsError, match="node names"):
+        read_task_description(path)
 
 
 def test_an_unsigned_model_is_not_published_and_a_wrong_head_not_built(tmp_path: Path) -> None:

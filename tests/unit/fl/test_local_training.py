@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from edge_agent.fl.errors import DatasetError, ProofError, TrainingError
 from edge_agent.fl.head import TrainingSettings, accuracy, train_head
 from protocol.merkle import MerkleTree, leaf_hash
 from protocol.updates import update_digest, verify_update
-from tests.unit.fl.conftest import BACKBONE_INT8, CLASSES, INITIAL_HEAD, synthetic_windows
+from tests.unit.fl.conftest import BACKBONE_INT8, CLASSES, DESCRIPTION, INITIAL_HEAD, synthetic_windows
 
 
 def test_the_dataset_keeps_each_verdict_once_and_refuses_bad_samples(tmp_path: Path) -> None:
@@ -45,6 +46,31 @@ def test_softmax_regression_learns_separable_embeddings() -> None:
     assert np.all(start_w == 0)  # the global head is not changed in place
 
 
+def test_training_is_invariant_to_the_features_offset_and_scale() -> None:
+    """Standardized steps: proportions in [0, 1] far from centred learn as fast as centred features."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, size=400)
+    centred = (rng.normal(scale=0.5, size=(4, 300))[labels] + rng.normal(size=(400, 300))).astype(np.float32)
+    proportions = (0.5 + 0.05 * centred).astype(np.float32)  # hundreds of features near 0.5, small spread
+    start_w, start_b = np.zeros((4, 300), np.float32), np.zeros(4, np.float32)
+    settings = TrainingSettings(epochs=1, learning_rate=0.05)
+    on_centred = train_head(start_w, start_b, centred, labels, settings)
+    on_proportions = train_head(start_w, start_b, proportions, labels, settings)
+    assert on_proportions.accuracy > 0.9 and on_proportions.accuracy == pytest.approx(on_centred.accuracy, abs=0.01)
+    # the head comes back in the features' own coordinates
+    assert accuracy(on_proportions.weight, on_proportions.bias, proportions, labels) == on_proportions.accuracy
+
+
+def test_a_feature_flat_on_the_device_takes_no_outsized_step() -> None:
+    rng = np.random.default_rng(2)
+    labels = np.arange(64, dtype=np.int64) % 2
+    features = rng.normal(size=(64, 8)).astype(np.float32)
+    features[:, 0] = 0.25  # flat on this device: it may vary elsewhere
+    features[0, 0] = 0.2501
+    update = train_head(np.zeros((2, 8)), np.zeros(2), features, labels, TrainingSettings(epochs=20))
+    assert np.all(np.isfinite(update.weight)) and np.abs(update.weight[:, 0]).max() < np.abs(update.weight).max()
+
+
 def test_training_refuses_a_head_that_does_not_fit() -> None:
     features = np.ones((4, 8), np.float32)
     with pytest.raises(TrainingError, match="features"):
@@ -58,7 +84,8 @@ def test_training_refuses_a_head_that_does_not_fit() -> None:
 def test_the_int8_backbone_embeds_windows() -> None:
     embedder = OnnxEmbedder(BACKBONE_INT8)
     features = embedder.embed(synthetic_windows(np.arange(5), seed=0))
-    assert features.shape == (5, embedder.features) and embedder.features == 16
+    assert features.shape == (5, embedder.features)
+    assert embedder.features == json.loads(DESCRIPTION.read_text())["features"]
     with pytest.raises(TrainingError, match="sha256"):
         OnnxEmbedder(BACKBONE_INT8, sha256="0" * 64)
 

@@ -16,10 +16,11 @@ from cloud_hub.fl.settings import RunSettings
 from cloud_hub.fl.strategies import STRATEGIES, build_strategy
 from cloud_hub.notary import InMemoryNotary, InMemoryRoundLedger
 from edge_agent.fl.dataset import LocalDataset
+from edge_agent.fl.embedding import OnnxEmbedder
 from edgefleet.federation import Fleet, in_process_nodes
 from protocol.merkle import MerkleTree, leaf_hash
 from protocol.updates import RecordNames as R
-from tests.unit.fl.conftest import BACKBONE_INT8, INITIAL_HEAD
+from tests.unit.fl.conftest import BACKBONE_INT8, CLASSES, INITIAL_HEAD
 
 Handler = Callable[[Message], Message]
 
@@ -185,8 +186,8 @@ def test_the_coordinator_journals_rounds_and_continues_round_ids(fleet: Fleet, t
     assert journal[0]["devices"] == ["dev-1", "dev-2", "dev-3"]
     state = json.loads((tmp_path / "state" / "run.json").read_text())
     assert state["status"] == "finished" and state["first_round_id"] == 3 and state["last_round_id"] == 4
-    with np.load(state["final_head"]) as head:
-        assert head["weight"].shape == (11, 16)
+    with np.load(state["final_head"]) as head, np.load(INITIAL_HEAD) as initial:
+        assert head["weight"].shape == initial["weight"].shape == (CLASSES, OnnxEmbedder(BACKBONE_INT8).features)
 
 
 def test_run_settings_refuse_unknown_keys_and_bad_values(tmp_path: Path) -> None:

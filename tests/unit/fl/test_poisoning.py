@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from cloud_hub.fl.evaluation import HoldoutEvaluation, embed
 from edgefleet.federation import Fleet, dirichlet_partition, prepare_fleet, run_experiment
-from tests.unit.fl.conftest import BACKBONE_INT8, INITIAL_HEAD
+from tests.unit.fl.conftest import BACKBONE_INT8, DESCRIPTION, INITIAL_HEAD
 
 pytest.importorskip("sktime", reason="PLAID comes with sktime (the sim or train extra)")
 
@@ -45,6 +46,7 @@ def test_the_median_holds_against_20_percent_attackers_where_fedavg_collapses(
     attacked_median = accuracy(plaid_fleet, tmp_path, "fedmedian", 2)
     clean_mean = accuracy(plaid_fleet, tmp_path, "fedavg", 0)
     attacked_mean = accuracy(plaid_fleet, tmp_path, "fedavg", 2)
-    assert clean_median > 0.75 and clean_mean > 0.75  # the starting head scores 0.73
+    start = json.loads(DESCRIPTION.read_text())["test_accuracy"]["initial_head_on_int8_backbone"]
+    assert clean_median > start + 0.02 and clean_mean > start + 0.02  # three clean rounds improve on the start
     assert attacked_median >= clean_median - 0.05
     assert attacked_mean < clean_mean - 0.2
