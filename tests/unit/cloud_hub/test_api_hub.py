@@ -377,7 +377,13 @@ async def test_the_hub_evaluates_open_rollouts_by_itself(
                 if status["rollout"]["state"] != "canary":
                     break
                 await asyncio.sleep(0.05)
-            metrics = (await operator.get("/metrics")).text
+            # The evaluator refreshes the gauge after it commits the transition: the API can show the new
+            # state a moment before /metrics does.
+            for _ in range(100):
+                metrics = (await operator.get("/metrics")).text
+                if 'edgefleet_hub_rollouts{state="promoted"} 1.0' in metrics:
+                    break
+                await asyncio.sleep(0.05)
     assert status["rollout"]["state"] == "promoted"
     assert status["transitions"][-1]["actor"] == "hub"
     assert 'edgefleet_hub_rollouts{state="promoted"} 1.0' in metrics
