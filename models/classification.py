@@ -234,8 +234,8 @@ def _predict(model: nn.Module, windows: npt.NDArray[np.float32]) -> npt.NDArray[
 ROCKET_ATOL = 0.05
 """ONNX Runtime against torch for rocket graphs (1e-5 for the CNNs). A convolution output within float
 rounding of its bias may fall on the other side of it in the other runtime, moving one PPV feature by one
-step (1/1,460 on ACSF1); through a calibrated head (a temperature of a few hundredths) that moves a
-probability by up to a few hundredths. A wrong export moves them far more."""
+step (1/1,460 on ACSF1); through a calibrated head (a temperature of a few tenths, weights of tens) that
+moves a probability by up to a few hundredths. A wrong export moves them far more."""
 
 
 def _export(model: nn.Module, path: Path, check: npt.NDArray[np.float32], *, atol: float = 1e-5) -> Path:
