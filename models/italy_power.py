@@ -289,7 +289,9 @@ def build(output_dir: Path, *, seed: int = 0, epochs: int | None = None, quick: 
     peers = run_peers(train, labels, test, data.test_labels, seed=seed)
     results = {
         "cloud_fp32": VariantResult(
-            "cloud fp32 (ensemble)",
+            {0.0: "cloud fp32 (rocket)", 1.0: "cloud fp32 (CNN ensemble)"}.get(
+                fitted.cnn_weight, "cloud fp32 (CNN ensemble and rocket)"
+            ),
             parameter_count(cloud_classifier),
             accuracy(held_out["cloud"], labels),
             accuracy(cloud_test.predictions, data.test_labels),

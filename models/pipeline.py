@@ -288,7 +288,8 @@ def ratio_goals(
 
     def verdict(value: float, goal: float, *, at_most: bool = False) -> str:
         met = value <= goal if at_most else value >= goal
-        return "met" if met else f"missed by {abs(value - goal):.2f}"
+        gap = abs(value - goal)
+        return "met" if met else f"missed by {gap:.2f}" if gap >= 0.005 else f"missed by {gap:.3f}"
 
     cloud, fp32, int8 = (latencies[variant]["onnxruntime"] for variant in VARIANTS)
     retained = quality["edge_int8"] / quality["cloud_fp32"] if quality["cloud_fp32"] else float("nan")
