@@ -355,6 +355,30 @@ def _progress_total(plan: ClassificationPlan) -> int:
     return plan.folds * (plan.cloud_recipe.epochs + 2) + 3
 
 
+def _cloud_member(
+    task: ClassificationTask,
+    plan: ClassificationPlan,
+    data: WindowDataset,
+    train: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    fit: npt.NDArray[np.int64],
+    index: int,
+    *,
+    seed: int,
+    run: BuildSteps,
+) -> nn.Module:
+    """Cloud member ``index`` of the ensemble, trained on the windows ``fit`` (all folds but its own)."""
+    run.describe(f"cloud member {index + 1}/{plan.folds}")
+    return train_classifier(
+        _network(task, data, train[fit], plan.cloud),
+        train[fit],
+        labels[fit],
+        plan.cloud_recipe,
+        seed=seed * 1000 + index,
+        advance=run.advance,
+    )
+
+
 def _train_cnn(
     task: ClassificationTask,
     plan: ClassificationPlan,
@@ -374,15 +398,7 @@ def _train_cnn(
     members: list[nn.Module] = []
     for index, fold in enumerate(stratified_folds(labels, plan.folds, np.random.default_rng(seed))):
         fit = np.setdiff1d(np.arange(len(train)), fold)
-        describe(f"cloud member {index + 1}/{plan.folds}")
-        member = train_classifier(
-            _network(task, data, train[fit], plan.cloud),
-            train[fit],
-            labels[fit],
-            plan.cloud_recipe,
-            seed=seed * 1000 + index,
-            advance=advance,
-        )
+        member = _cloud_member(task, plan, data, train, labels, fit, index, seed=seed, run=run)
         members.append(member)
         held_out["cloud"][fold] = _predict(member, train[fold])
         describe(f"edge student, fold {index + 1}/{plan.folds}")
@@ -457,17 +473,7 @@ def _train_rocket(
     members: list[nn.Module] = []
     for index, fold in enumerate(folds):
         fit = np.setdiff1d(np.arange(len(train)), fold)
-        describe(f"cloud member {index + 1}/{plan.folds}")
-        members.append(
-            train_classifier(
-                _network(task, data, train[fit], plan.cloud),
-                train[fit],
-                labels[fit],
-                plan.cloud_recipe,
-                seed=seed * 1000 + index,
-                advance=advance,
-            )
-        )
+        members.append(_cloud_member(task, plan, data, train, labels, fit, index, seed=seed, run=run))
     fitted = fit_rocket_models(
         train, labels, len(data.class_names), folds, members, rocket, seed=seed, describe=describe, advance=advance
     )

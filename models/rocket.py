@@ -22,8 +22,7 @@ per class then round most weights to zero (measured on PLAID: int8 accuracy 0.16
 The head is therefore fitted on the raw PPV features (all in ``[0, 1]``) by default (``standardize=False``);
 on PLAID this costs about one point of fp32 accuracy and quantizes without loss.
 
-Windows ``[batch, sample]`` (``RocketFrontEnd.flatten`` reads ``[batch, channel, sample]`` as one series).
-:func:`fit_rocket` fits biases and head on training windows;
+Univariate windows ``[batch, sample]`` only. :func:`fit_rocket` fits biases and head on training windows;
 :func:`prune_rocket` keeps the features whose head weights matter most, removing their kernel, bias and
 head column (and whole convolutions and dilations left without features), and refits the head, so that the
 smaller model really computes less. :mod:`models.rocket_recipe` makes it a task's edge model.
@@ -244,11 +243,9 @@ class RocketFrontEnd(nn.Module):
         self.branches = nn.ModuleList(_DilationBranch(features, int(d), ppv, steepness) for d in dilations)
         self.kernel_counts = [len(np.unique(features.kernels[features.dilations == d])) for d in dilations]
         """Convolution channels per dilation: the kernels some feature at that dilation uses."""
-        self.flatten = False
-        """Read windows of several channels ``[batch, channel, sample]`` as one series, channel after channel."""
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
-        series = (window.flatten(1) if self.flatten else window).unsqueeze(1)
+        series = window.unsqueeze(1)
         pooled: list[torch.Tensor] = []
         for branch in self.branches:
             pooled.extend(branch(series))

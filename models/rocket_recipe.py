@@ -279,16 +279,15 @@ def fit_rocket_models(
     from models.networks import AveragedEnsemble
     from models.training import predict_probabilities
 
-    # The CNN members read ``train`` as it is; the rockets read each window as one series (multichannel
-    # windows channel after channel) and flatten in their graph.
-    windows, train = train, train.reshape(len(train), -1)
+    if train.ndim != 2:
+        raise ValueError(f"a rocket reads univariate windows [n, sample], not {train.shape}")
     fits = [np.setdiff1d(np.arange(len(train)), fold) for fold in folds]
     cnn_held_out = np.zeros((len(train), classes))
     rocket_held_out = np.zeros((len(train), classes))
     fold_rockets: list[RocketClassifier] = []
     for index, (fold, fit) in enumerate(zip(folds, fits, strict=True)):
         describe(f"cloud rocket {index + 1}/{len(folds)}")
-        cnn_held_out[fold] = predict_probabilities(members[index], windows[fold])
+        cnn_held_out[fold] = predict_probabilities(members[index], train[fold])
         fold_rockets.append(fit_cloud_rocket(train[fit], labels[fit], classes, plan, seed=seed * 1000 + index))
         rocket_held_out[fold] = rocket_scores(fold_rockets[-1], train[fold])
         advance()
@@ -313,7 +312,7 @@ def fit_rocket_models(
     for index, (fold, fit) in enumerate(zip(folds, fits, strict=True)):
         describe(f"edge rocket, fold {index + 1}/{len(folds)}")
         teacher = blend(
-            predict_probabilities(members[index], windows[fit]),
+            predict_probabilities(members[index], train[fit]),
             softmax(rocket_scores(fold_rockets[index], train[fit]) / cloud_temperature),
             cnn_weight,
         )
@@ -327,12 +326,8 @@ def fit_rocket_models(
     cloud_rocket = with_temperature(
         fit_cloud_rocket(train, labels, classes, plan, seed=seed * 1000 + 999), cloud_temperature
     )
-    flatten = windows.ndim > 2
-    cloud_rocket.front.flatten = flatten
     cloud = BlendedCloud(AveragedEnsemble(list(members)).eval(), cloud_rocket, cnn_weight).eval()
-    edge = fit_edge(train, labels, predict_probabilities(cloud, windows), selection, plan, seed=seed * 1000 + 999)
-    for model in (edge.unpruned, edge.pruned, *fold_edges):
-        model.front.flatten = flatten
+    edge = fit_edge(train, labels, predict_probabilities(cloud, train), selection, plan, seed=seed * 1000 + 999)
     advance()
     return RocketModels(
         cloud=cloud,
