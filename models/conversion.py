@@ -57,12 +57,14 @@ def export_litert(
     *,
     quantized_prefix: str,
     fp32_prefixes: Sequence[str] = (),
+    reduce_range: bool = False,
 ) -> Path:
     """Convert ``module`` to a ``.tflite`` with int8 static quantization (per-channel weights).
 
     Nodes under the submodule ``quantized_prefix`` (for example ``classifier``) are quantized, except those
     under any of ``fp32_prefixes``; the rest stays fp32. Calibration runs the windows one at a time, since
-    the converted graph has a batch of one.
+    the converted graph has a batch of one. ``reduce_range`` gives 7-bit weights, as
+    :func:`models.export.quantize_int8` does with it.
     """
     python = litert_python()
     with tempfile.TemporaryDirectory(prefix="edgefleet-litert-") as scratch:
@@ -81,10 +83,11 @@ def export_litert(
             "--calibration",
             str(windows_path),
             "--out",
-            str(tflite_path),
+            str(tflite_path.resolve()),  # the converter runs in the repository
             "--quantize",
             quantized_prefix,
             *(argument for prefix in fp32_prefixes for argument in ("--fp32", prefix)),
+            *(["--reduce-range"] if reduce_range else []),
         ]
         environment = {**os.environ, "PYTHONPATH": str(REPOSITORY), "TF_CPP_MIN_LOG_LEVEL": "3"}
         result = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=REPOSITORY, check=False)

@@ -4,7 +4,9 @@ Called by :func:`models.conversion.export_litert`, not by hand. Static post-trai
 litert-torch's PT2E quantizer: symmetric int8, per-channel weights, calibrated on the windows given.
 Only nodes under ``--quantize`` are annotated, minus those under any ``--fp32``: the quantizer's own
 module filters never match conv or linear nodes in torch 2.13 (their weight nodes carry no module
-stack), so the selection is a node filter of our own.
+stack), so the selection is a node filter of our own. ``--reduce-range`` quantizes weights to 7 bits
+(-64…64, scale ``max|w| / 64``), exactly as ONNX Runtime's ``reduce_range`` does for the ``.onnx``, so
+that both files hold the same integer weights.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ def _within(paths: list[str], prefix: str) -> bool:
     return any(path == prefix or path.startswith(prefix + ".") for path in paths)
 
 
-def convert(module_path: Path, calibration_path: Path, out: Path, quantize: str, fp32: list[str]) -> None:
+def convert(
+    module_path: Path, calibration_path: Path, out: Path, quantize: str, fp32: list[str], *, reduce_range: bool = False
+) -> None:
     """Quantize and convert; writes ``out``."""
     import litert_torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
@@ -54,6 +58,8 @@ def convert(module_path: Path, calibration_path: Path, out: Path, quantize: str,
         observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12),
     )
     config = dataclasses.replace(config, input_activation=activations, output_activation=activations)
+    if reduce_range:
+        config = dataclasses.replace(config, weight=dataclasses.replace(config.weight, quant_min=-64, quant_max=64))
 
     def selected(node: Any) -> bool:
         paths = _module_paths(node)
@@ -87,8 +93,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quantize", required=True, help="submodule whose nodes are quantized")
     parser.add_argument("--fp32", action="append", default=[], help="submodule kept fp32 (repeatable)")
+    parser.add_argument("--reduce-range", action="store_true", help="7-bit weights, as ONNX Runtime's reduce_range")
     arguments = parser.parse_args()
-    convert(arguments.module, arguments.calibration, arguments.out, arguments.quantize, arguments.fp32)
+    convert(
+        arguments.module,
+        arguments.calibration,
+        arguments.out,
+        arguments.quantize,
+        arguments.fp32,
+        reduce_range=arguments.reduce_range,
+    )
 
 
 if __name__ == "__main__":

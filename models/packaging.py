@@ -41,6 +41,7 @@ def export_edge_backends(
     *,
     quantized_prefix: str,
     fp32_prefixes: Sequence[str] = (),
+    reduce_range: bool = False,
     describe: Callable[[str], None] = lambda _: None,
 ) -> EdgeExports:
     """Write the OpenVINO IR and the ``.tflite`` of the edge int8 variant beside its ``.onnx``.
@@ -48,6 +49,7 @@ def export_edge_backends(
     The IR is converted from the int8 ``.onnx`` (same quantization); the ``.tflite`` from ``litert_module``
     (the same trained student, quantized by litert-torch with the same calibration windows). A missing
     converter environment skips the ``.tflite`` and says so, rather than failing the whole build.
+    ``reduce_range``: the ``.onnx`` was quantized with 7-bit weights, and the ``.tflite`` is too.
     """
     onnx_path = directory / f"{variant}.onnx"
     exports = EdgeExports(artifacts=[artifact_card(onnx_path, "onnxruntime")])
@@ -63,6 +65,7 @@ def export_edge_backends(
             tflite_path,
             quantized_prefix=quantized_prefix,
             fp32_prefixes=fp32_prefixes,
+            reduce_range=reduce_range,
         )
     except ConversionUnavailableError as exc:
         exports.skipped["litert"] = str(exc)
