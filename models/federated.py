@@ -13,9 +13,8 @@ edge models in two where their head begins and writes, under ``models/quantized/
   before its own verdicts teach it more;
 - ``federated_plaid_calibration.npy``: preprocessed training windows the hub calibrates int8 quantization with;
 - ``federated_plaid.json``: what the files are, their sha256, the seed set, the figures measured here, the
-  embedding's width (``features``), the backbone nodes the task's int8 build keeps fp32 (``keep_fp32``,
-  which the hub keeps fp32 too when it quantizes the next edge model) and whether that build's head is
-  int8, with how many bits of weight range (``head``: the hub quantizes the next head the same way).
+  embedding's width (``features``) and the backbone nodes the task's int8 build keeps fp32 (``keep_fp32``,
+  which the hub keeps fp32 too when it quantizes the next edge model).
 
 The head is found in the graph, not by name: the ``Gemm`` (or ``MatMul`` then ``Add``) whose output, through
 any quantize/dequantize pair, feeds the ``Softmax`` that gives the model's output. Its first input is the
@@ -159,24 +158,6 @@ def head_parameters(model: onnx.ModelProto, head: Head) -> tuple[npt.NDArray[np.
         else np.broadcast_to(_constant(model, head.bias) * np.float32(head.beta), (weight.shape[0],))
     )
     return np.ascontiguousarray(weight, dtype=np.float32), np.ascontiguousarray(bias, dtype=np.float32)
-
-
-def head_weight_bits(model: onnx.ModelProto) -> int | None:
-    """The range of the head's int8 weights in an int8 graph: 7 (-64…64, ONNX Runtime's ``reduce_range``) or 8;
-    ``None`` when the head reads fp32 weights.
-
-    ONNX Runtime quantizes weights symmetrically per channel, so each channel's largest weight lands on the
-    end of the range: 64 with ``reduce_range``, 127 without.
-    """
-    head = find_head(model)
-    initializers = {item.name: item for item in model.graph.initializer}
-    node = _producers(model.graph).get(head.weight)
-    if node is None or node.op_type != "DequantizeLinear" or node.input[0] not in initializers:
-        return None
-    values = onnx.numpy_helper.to_array(initializers[node.input[0]])
-    if values.dtype != np.int8:
-        raise ValueError(f"the head's weights are {values.dtype}, not int8")
-    return 7 if int(np.abs(values.astype(np.int16)).max()) <= 64 else 8
 
 
 def cut_backbone(source: Path, target: Path, centre: npt.NDArray[np.float32] | None = None) -> tuple[Path, str, int]:
@@ -356,7 +337,6 @@ def build(output_dir: Path = COMMITTED, *, seed: int = 0, source_dir: Path = COM
                 "each); the hub keeps them fp32 when it quantizes the next edge model"
             ),
         },
-        "head": _head_description(onnx.load(str(source_dir / SOURCE_INT8))),
         "initial_head": {
             "file": INITIAL_HEAD,
             "sha256": file_sha256(output_dir / INITIAL_HEAD),
@@ -382,19 +362,6 @@ def build(output_dir: Path = COMMITTED, *, seed: int = 0, source_dir: Path = COM
     }
     (output_dir / DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
     return description
-
-
-def _head_description(model: onnx.ModelProto) -> dict[str, Any]:
-    bits = head_weight_bits(model)
-    return {
-        "int8": bits is not None,
-        **({"weight_bits": bits} if bits is not None else {}),
-        "read_from": SOURCE_INT8,
-        "meaning": (
-            "whether the task's int8 build quantizes its head, and to how many bits of weight range (7: "
-            "-64…64); the hub quantizes the next edge model's head the same way"
-        ),
-    }
 
 
 def main(argv: list[str] | None = None) -> None:
