@@ -39,7 +39,14 @@ from models.cards import InputCard, TaskCard, machine_description, software_vers
 from models.datasets import WindowDataset
 from models.evaluation import accuracy
 from models.export import export_onnx, quantize_int8, source_commit
-from models.networks import AveragedEnsemble, ProbabilityModel, SeriesClassifier, multiply_accumulates, parameter_count
+from models.networks import (
+    AveragedEnsemble,
+    ProbabilityModel,
+    SeriesClassifier,
+    Transposed,
+    multiply_accumulates,
+    parameter_count,
+)
 from models.packaging import (
     EdgeExports,
     agreement,
@@ -124,6 +131,8 @@ class ClassificationPlan:
     distillation: Distillation = dataclasses.field(default_factory=Distillation)
     rocket: RocketPlan | None = None
     """A MiniRocket-style edge model (and a rocket in the cloud blend) instead of the distilled CNN."""
+    transposed_members: bool = False
+    """Each fold's cloud member averages a CNN over the rows and one over the columns of the image."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,8 @@ class TrainingShape:
     augmentation: SeriesAugmentation
     keep_ratio: float = 0.5
     distillation: Distillation = dataclasses.field(default_factory=Distillation)
+    transposed_members: bool = False
+    """Images: each fold's cloud member is a pair, one CNN reading rows as channels, one reading columns."""
 
     def plan(self, *, folds: int, epochs: int, rocket: RocketPlan | None = None) -> ClassificationPlan:
         """The plan of a build with ``folds`` cloud members trained ``epochs`` epochs each (and ``rocket``)."""
@@ -154,6 +165,7 @@ class TrainingShape:
             finetune_recipe=dataclasses.replace(recipe, epochs=epochs // 2),
             distillation=self.distillation,
             rocket=rocket,
+            transposed_members=self.transposed_members,
         )
 
 
@@ -351,7 +363,8 @@ def _progress_total(plan: ClassificationPlan) -> int:
     """Steps of the progress bar: training epochs, and one step per rocket fit."""
     if plan.rocket is None:
         per_student = plan.student_recipe.epochs + plan.finetune_recipe.epochs
-        return plan.folds * (plan.cloud_recipe.epochs + per_student) + per_student
+        per_member = plan.cloud_recipe.epochs * (2 if plan.transposed_members else 1)
+        return plan.folds * (per_member + per_student) + per_student
     return plan.folds * (plan.cloud_recipe.epochs + 2) + 3
 
 
@@ -367,9 +380,13 @@ def _cloud_member(
     seed: int,
     run: BuildSteps,
 ) -> nn.Module:
-    """Cloud member ``index`` of the ensemble, trained on the windows ``fit`` (all folds but its own)."""
+    """Cloud member ``index`` of the ensemble, trained on the windows ``fit`` (all folds but its own).
+
+    With ``plan.transposed_members``, the member averages two CNNs: one over the image's rows (as channels),
+    one over its columns (:class:`models.networks.Transposed`), each trained with its own seed.
+    """
     run.describe(f"cloud member {index + 1}/{plan.folds}")
-    return train_classifier(
+    rows = train_classifier(
         _network(task, data, train[fit], plan.cloud),
         train[fit],
         labels[fit],
@@ -377,6 +394,18 @@ def _cloud_member(
         seed=seed * 1000 + index,
         advance=run.advance,
     )
+    if not plan.transposed_members:
+        return rows
+    columns = np.ascontiguousarray(train[fit].transpose(0, 2, 1))
+    transposed = train_classifier(
+        _network(task, data, columns, plan.cloud),
+        columns,
+        labels[fit],
+        plan.cloud_recipe,
+        seed=seed * 1000 + 500 + index,
+        advance=run.advance,
+    )
+    return AveragedEnsemble([rows, Transposed(transposed)]).eval()
 
 
 def _train_cnn(
@@ -590,7 +619,7 @@ def build_classification(
     val = {variant: accuracy(predictions, labels) for variant, predictions in held_out.items()}
     results = {
         "cloud_fp32": VariantResult(
-            f"cloud fp32 (ensemble of {plan.folds})",
+            f"cloud fp32 (ensemble of {plan.folds * (2 if plan.transposed_members else 1)})",
             parameter_count(cloud),
             val["cloud"],
             accuracy(test_predictions["cloud_fp32"], data.test_labels),
@@ -824,8 +853,12 @@ def _descriptions(
             ),
             "edge_int8": f"the pruned MiniRocket-style model, static int8 QDQ (head per class); {calibration}",
         }
+    views = ", half of them reading the image's columns as channels" if plan.transposed_members else ""
     return {
-        "cloud_fp32": f"ensemble of {plan.folds} CNNs, channels {plan.cloud.widths}, kernels {plan.cloud.kernels}",
+        "cloud_fp32": (
+            f"ensemble of {plan.folds * (2 if plan.transposed_members else 1)} CNNs, channels {plan.cloud.widths}, "
+            f"kernels {plan.cloud.kernels}{views}"
+        ),
         "edge_fp32": (
             f"CNN distilled from the ensemble, channels {plan.student.widths} pruned to "
             f"{results['edge_fp32'].parameters:,} parameters ({shipped_beside})"
@@ -956,8 +989,16 @@ def _models_markdown(
 ) -> str:
     """The card's "Models" section: the recipe that made the variants."""
     edge, unpruned = results["edge_int8"], results["edge_unpruned"]
+    transposed = (
+        f" Each fold has two members, {2 * plan.folds} in all: one reads the image's rows as channels (as the "
+        "edge model does), the other its columns (the image transposed in the graph), each trained from its own "
+        "seed (the pair was preferred by cross-validation on the training split: `docs/decisions.md`)."
+        if plan.transposed_members
+        else ""
+    )
     first_line = (
-        f"- **Cloud, fp32**: {plan.folds} CNNs (channels {plan.cloud.widths}, kernels {plan.cloud.kernels}, max-pooling"
+        f"- **Cloud, fp32**: {plan.folds * (2 if plan.transposed_members else 1)} CNNs (channels {plan.cloud.widths}, "
+        f"kernels {plan.cloud.kernels}, max-pooling"
     )
     if plan.rocket is not None:
         rocket = plan.rocket
@@ -988,7 +1029,7 @@ def _models_markdown(
     return f"""{first_line}
   {plan.cloud.pools}, BatchNorm, ReLU, global average pooling), member *k* trained without fold *k* for
   {plan.cloud_recipe.epochs} epochs (AdamW, one-cycle schedule, label smoothing, time shifts, jitter,
-  amplitude scaling); probabilities averaged.
+  amplitude scaling); probabilities averaged.{transposed}
 - **Edge**: a CNN with channels {plan.student.widths} distilled from the ensemble on all training windows for
   {plan.student_recipe.epochs} epochs (temperature {plan.distillation.temperature}, mixup labelled by the
   teacher), then **structurally pruned**: each convolution keeps its {plan.keep_ratio:.0%} most important

@@ -1,7 +1,8 @@
 """Task ``digits``: which digit, from an 8 × 8 grey image (scikit-learn's digits), the image modality.
 
 The models read the image as 8 rows (channels) of 8 pixels, scaled from 0–16 to 0–1; a 1D CNN across the
-columns with the rows as channels is small and quantizes well. Run ``python -m models.digits [--quick]``.
+columns with the rows as channels is small and quantizes well. The cloud ensemble also reads the columns as
+channels (each fold's member is a pair), a second view of the same image. Run ``python -m models.digits [--quick]``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ SHAPE = TrainingShape(
     student=Architecture(widths=(32, 64, 64), kernels=(3, 3, 3), pools=(1, 1, 1)),
     batch_size=32,
     augmentation=SeriesAugmentation(max_shift=1, noise=0.05, scale=0.1, renormalize=False),
+    transposed_members=True,
 )
 
 TASK = ClassificationTask(

@@ -709,10 +709,11 @@ graphs carry the same fp32 anomaly branch.
 The edge model ships for three runtimes: {files}. The OpenVINO IR is converted from the int8 `.onnx`
 (its QDQ pairs become FakeQuantize, so it is the same int8 model). The `.tflite` is converted by
 litert-torch from the same model and quantized by it (the head int8 per channel with the `.onnx`'s 7-bit
-weights, calibrated on the same training windows); its front end stays fp32 as in the `.onnx`, and so does its input, shared with the
-fp32 anomaly branch. It takes one window per call (`[1, {data.window_size}]`); its outputs are the
-signature's `output_0` (probabilities) and `output_1` (anomaly score). Argmax agreement with ONNX Runtime
-on the {test_count} test windows: {agreements} (the build fails below 99 %).{skipped}
+weights, calibrated on the same training windows); its front end stays fp32 as in the `.onnx`, and so
+does its input, shared with the fp32 anomaly branch. It takes one window per call
+(`[1, {data.window_size}]`); its outputs are the signature's `output_0` (probabilities) and `output_1`
+(anomaly score). Argmax agreement with ONNX Runtime on the {test_count} test windows: {agreements} (the
+build fails below 99 %).{skipped}
 
 `{EDGE_NAME}.onnx` is {edge.bytes:,} bytes ({edge.parameters:,} trained parameters);
 `{CLOUD_NAME}.onnx` is {cloud.bytes:,} bytes ({cloud.parameters:,} parameters). For a network this small

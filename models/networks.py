@@ -52,6 +52,19 @@ class AveragedEnsemble(nn.Module):
         return torch.logsumexp(log_probabilities, dim=0) - math.log(len(self.members))
 
 
+class Transposed(nn.Module):
+    """``model`` reading each ``[batch, row, column]`` image transposed: columns become its channels."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """The model's output for the transposed images."""
+        output: torch.Tensor = self.model(windows.transpose(1, 2))
+        return output
+
+
 class SubspaceAnomalyScore(nn.Module):
     """The in-graph form of :class:`models.anomaly.SubspaceScorer`; constants are buffers, not trained."""
 
