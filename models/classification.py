@@ -79,7 +79,7 @@ from models.pipeline import (
 )
 from models.pruning import prune_channels
 from models.rocket import FRONT_END_OPS, RocketClassifier, RocketLogits
-from models.rocket_recipe import RocketPlan, fit_cloud_blend, fit_rocket_models
+from models.rocket_recipe import RocketPlan, fit_rocket_models
 from models.runtimes import OnnxRuntimeRunner
 from models.signals import apply_preprocessing
 from models.training import (
@@ -133,9 +133,6 @@ class ClassificationPlan:
     """A MiniRocket-style edge model (and a rocket in the cloud blend) instead of the distilled CNN."""
     transposed_members: bool = False
     """Each fold's cloud member averages a CNN over the rows and one over the columns of the image."""
-    cloud_rocket: RocketPlan | None = None
-    """With a CNN edge model: the cloud's CNN ensemble blended with a full rocket (:func:`fit_cloud_blend`); the
-    edge model is still distilled from the CNN ensemble alone."""
 
 
 @dataclass(frozen=True)
@@ -155,9 +152,7 @@ class TrainingShape:
     transposed_members: bool = False
     """Images: each fold's cloud member is a pair, one CNN reading rows as channels, one reading columns."""
 
-    def plan(
-        self, *, folds: int, epochs: int, rocket: RocketPlan | None = None, cloud_rocket: RocketPlan | None = None
-    ) -> ClassificationPlan:
+    def plan(self, *, folds: int, epochs: int, rocket: RocketPlan | None = None) -> ClassificationPlan:
         """The plan of a build with ``folds`` cloud members trained ``epochs`` epochs each (and ``rocket``)."""
         recipe = Recipe(epochs=epochs, batch_size=self.batch_size, augmentation=self.augmentation)
         return ClassificationPlan(
@@ -171,7 +166,6 @@ class TrainingShape:
             distillation=self.distillation,
             rocket=rocket,
             transposed_members=self.transposed_members,
-            cloud_rocket=cloud_rocket,
         )
 
 
@@ -370,8 +364,7 @@ def _progress_total(plan: ClassificationPlan) -> int:
     if plan.rocket is None:
         per_student = plan.student_recipe.epochs + plan.finetune_recipe.epochs
         per_member = plan.cloud_recipe.epochs * (2 if plan.transposed_members else 1)
-        per_fold = per_member + per_student + (1 if plan.cloud_rocket is not None else 0)
-        return plan.folds * per_fold + per_student
+        return plan.folds * (per_member + per_student) + per_student
     return plan.folds * (plan.cloud_recipe.epochs + 2) + 3
 
 
@@ -432,8 +425,7 @@ def _train_cnn(
     paths = {variant: output_dir / f"{name}.onnx" for variant, name in names.items()}
     held_out = {variant: np.empty(len(train), np.int64) for variant in ("cloud", "edge_fp32", "edge_int8")}
     members: list[nn.Module] = []
-    folds = stratified_folds(labels, plan.folds, np.random.default_rng(seed))
-    for index, fold in enumerate(folds):
+    for index, fold in enumerate(stratified_folds(labels, plan.folds, np.random.default_rng(seed))):
         fit = np.setdiff1d(np.arange(len(train)), fold)
         member = _cloud_member(task, plan, data, train, labels, fit, index, seed=seed, run=run)
         members.append(member)
@@ -447,19 +439,9 @@ def _train_cnn(
         _quantize(fold_fp32, scratch / f"fold{index}_int8.onnx", train[fit], scratch / f"fold{index}")
         held_out["edge_int8"][fold] = OnnxRuntimeRunner(scratch / f"fold{index}_int8.onnx")(train[fold]).predictions
 
-    ensemble = AveragedEnsemble(members).eval()
-    cloud: nn.Module = ensemble
-    notes: dict[str, str] = {}
-    if plan.cloud_rocket is not None:
-        blended = fit_cloud_blend(
-            train, labels, len(data.class_names), folds, members, plan.cloud_rocket, seed=seed, describe=describe
-        )
-        for _ in folds:
-            advance()
-        cloud, notes = blended.cloud, blended.notes()
-        held_out["cloud"] = np.asarray(blended.held_out.argmax(axis=1), dtype=np.int64)
+    cloud = AveragedEnsemble(members).eval()
     describe("edge student, all training windows")
-    student, edge = _edge_student(task, plan, data, ensemble, train, labels, seed=seed * 1000 + 999, advance=advance)
+    student, edge = _edge_student(task, plan, data, cloud, train, labels, seed=seed * 1000 + 999, advance=advance)
 
     describe("export and quantize")
     _export(cloud, paths["cloud_fp32"], train[:8])
@@ -480,7 +462,7 @@ def _train_cnn(
         f"the share whose int8 model agrees best with fp32 on all training windows, {quantized.agreement:.1%}; "
         f"test split unused); kept fp32: the first convolution and Softmax ({len(quantized.kept_fp32)} nodes)"
     )
-    return Trained(cloud, student, edge, held_out, calibration, exports, notes)
+    return Trained(cloud, student, edge, held_out, calibration, exports)
 
 
 ROCKET_FP32_OP_TYPES = (*FRONT_END_OPS, "Concat", "Softmax")
@@ -872,22 +854,13 @@ def _descriptions(
             "edge_int8": f"the pruned MiniRocket-style model, static int8 QDQ (head per class); {calibration}",
         }
     views = ", half of them reading the image's columns as channels" if plan.transposed_members else ""
-    blended = ""
-    if plan.cloud_rocket is not None:
-        outcome = f".{notes['blend_outcome']}" if notes["blend_outcome"] else ""
-        blended = (
-            f" (weight {notes['cnn_weight']}), blended with a MiniRocket-style model of "
-            f"{plan.cloud_rocket.cloud_features:,} features (softmax temperature {notes['cloud_temperature']}); "
-            f"weight and temperature chosen on out-of-fold negative log-likelihood{outcome}"
-        )
     return {
         "cloud_fp32": (
             f"ensemble of {plan.folds * (2 if plan.transposed_members else 1)} CNNs, channels {plan.cloud.widths}, "
-            f"kernels {plan.cloud.kernels}{views}{blended}"
+            f"kernels {plan.cloud.kernels}{views}"
         ),
         "edge_fp32": (
-            f"CNN distilled from the {'CNN ' if plan.cloud_rocket is not None else ''}ensemble, channels "
-            f"{plan.student.widths} pruned to "
+            f"CNN distilled from the ensemble, channels {plan.student.widths} pruned to "
             f"{results['edge_fp32'].parameters:,} parameters ({shipped_beside})"
         ),
         "edge_int8": f"the pruned CNN, static int8 QDQ (per-channel); {calibration}",
@@ -1023,15 +996,6 @@ def _models_markdown(
         if plan.transposed_members
         else ""
     )
-    blended, teacher = "", "ensemble"
-    if plan.cloud_rocket is not None:
-        blended = f""" **Blended** with a MiniRocket-style model (`models/rocket.py`: MiniRocket's 84
-  fixed kernels at its dilations, biases from training quantiles, {plan.cloud_rocket.cloud_features:,} PPV
-  features, ridge head on standardized features) whose scores become probabilities by a softmax at
-  temperature {notes["cloud_temperature"]}. The CNNs weigh {notes["cnn_weight"]}, the rocket the rest. Temperature and
-  weight minimize the negative log-likelihood of the out-of-fold predictions (each fold's CNN and rocket
-  fitted without it).{notes["blend_outcome"]}"""
-        teacher = "CNN ensemble alone (not the blend: this CNN is also the fleet's federated backbone)"
     first_line = (
         f"- **Cloud, fp32**: {plan.folds * (2 if plan.transposed_members else 1)} CNNs (channels {plan.cloud.widths}, "
         f"kernels {plan.cloud.kernels}, max-pooling"
@@ -1065,8 +1029,8 @@ def _models_markdown(
     return f"""{first_line}
   {plan.cloud.pools}, BatchNorm, ReLU, global average pooling), member *k* trained without fold *k* for
   {plan.cloud_recipe.epochs} epochs (AdamW, one-cycle schedule, label smoothing, time shifts, jitter,
-  amplitude scaling); probabilities averaged.{transposed}{blended}
-- **Edge**: a CNN with channels {plan.student.widths} distilled from the {teacher} on all training windows for
+  amplitude scaling); probabilities averaged.{transposed}
+- **Edge**: a CNN with channels {plan.student.widths} distilled from the ensemble on all training windows for
   {plan.student_recipe.epochs} epochs (temperature {plan.distillation.temperature}, mixup labelled by the
   teacher), then **structurally pruned**: each convolution keeps its {plan.keep_ratio:.0%} most important
   channels (filter L1 norm × BatchNorm scale), the others are removed with the weights that read them, so

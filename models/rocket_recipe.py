@@ -212,85 +212,6 @@ class BlendedCloud(nn.Module):
         return torch.log(total.clamp_min(1e-12))
 
 
-def blend_notes(temperature: float, cnn_weight: float) -> dict[str, str]:
-    """What a model card states of a cloud blend."""
-    return {
-        "cloud_temperature": f"{temperature:.4g}",
-        "cnn_weight": f"{cnn_weight:.2f}",
-        "blend_outcome": (
-            " The CNN ensemble got weight 0 and is left out of the exported graph: the cloud model is the rocket alone."
-            if cnn_weight == 0.0
-            else " The rocket got weight 0 and is left out of the exported graph: the cloud model is the CNN "
-            "ensemble alone."
-            if cnn_weight == 1.0
-            else ""
-        ),
-    }
-
-
-@dataclass(frozen=True)
-class CloudBlend:
-    """The cloud model of :func:`fit_cloud_blend` and how it was chosen."""
-
-    cloud: BlendedCloud
-    fold_rockets: list[RocketClassifier]
-    """Fold *k*'s rocket, fitted without fold *k* (scores not calibrated)."""
-    held_out: npt.NDArray[np.float64]
-    """Out-of-fold blended probabilities ``[n, classes]``."""
-    temperature: float
-    cnn_weight: float
-
-    def notes(self) -> dict[str, str]:
-        """The figures a model card states."""
-        return blend_notes(self.temperature, self.cnn_weight)
-
-
-def fit_cloud_blend(
-    train: npt.NDArray[np.float32],
-    labels: npt.NDArray[np.int64],
-    classes: int,
-    folds: Sequence[npt.NDArray[np.int64]],
-    members: Sequence[nn.Module],
-    plan: RocketPlan,
-    *,
-    seed: int,
-    describe: Callable[[str], None] = lambda _: None,
-    advance: Callable[[], None] = lambda: None,
-) -> CloudBlend:
-    """The CNN members' average blended with a full rocket; temperature and weight chosen out of fold.
-
-    ``members[k]`` is the CNN (returning logits) trained without ``folds[k]``; fold *k*'s rocket is fitted
-    without it too, and their out-of-fold predictions choose the rocket's temperature and the CNN weight.
-    The cloud's rocket is then fitted on all training windows. One ``advance`` per fold.
-    """
-    from models.networks import AveragedEnsemble
-    from models.training import predict_probabilities
-
-    if train.ndim != 2:
-        raise ValueError(f"a rocket reads univariate windows [n, sample], not {train.shape}")
-    cnn_held_out = np.zeros((len(train), classes))
-    rocket_held_out = np.zeros((len(train), classes))
-    fold_rockets: list[RocketClassifier] = []
-    for index, fold in enumerate(folds):
-        describe(f"cloud rocket {index + 1}/{len(folds)}")
-        fit = np.setdiff1d(np.arange(len(train)), fold)
-        cnn_held_out[fold] = predict_probabilities(members[index], train[fold])
-        fold_rockets.append(fit_cloud_rocket(train[fit], labels[fit], classes, plan, seed=seed * 1000 + index))
-        rocket_held_out[fold] = rocket_scores(fold_rockets[-1], train[fold])
-        advance()
-    temperature = fit_temperature(rocket_held_out, labels)
-    cnn_weight = choose_blend(cnn_held_out, softmax(rocket_held_out / temperature), labels)
-    describe("cloud rocket, all training windows")
-    rocket = with_temperature(fit_cloud_rocket(train, labels, classes, plan, seed=seed * 1000 + 999), temperature)
-    return CloudBlend(
-        cloud=BlendedCloud(AveragedEnsemble(list(members)).eval(), rocket, cnn_weight).eval(),
-        fold_rockets=fold_rockets,
-        held_out=blend(cnn_held_out, softmax(rocket_held_out / temperature), cnn_weight),
-        temperature=temperature,
-        cnn_weight=cnn_weight,
-    )
-
-
 @dataclass(frozen=True)
 class RocketModels:
     """The rocket parts of a task's build, fitted by :func:`fit_rocket_models`."""
@@ -314,7 +235,17 @@ class RocketModels:
         """The figures a model card states."""
         selection = self.selection
         return {
-            **blend_notes(self.cloud_temperature, self.cnn_weight),
+            "cloud_temperature": f"{self.cloud_temperature:.4g}",
+            "cnn_weight": f"{self.cnn_weight:.2f}",
+            "blend_outcome": (
+                " The CNN ensemble got weight 0 and is left out of the exported graph: the cloud model is the "
+                "rocket alone."
+                if self.cnn_weight == 0.0
+                else " The rocket got weight 0 and is left out of the exported graph: the cloud model is the CNN "
+                "ensemble alone."
+                if self.cnn_weight == 1.0
+                else ""
+            ),
             "edge_temperature": f"{self.edge_temperature:.4g}",
             "edge_features": f"{len(self.edge.pruned.front.features):,} of {len(self.edge.unpruned.front.features):,}",
             "selection": (
@@ -345,13 +276,24 @@ def fit_rocket_models(
     edge models' out-of-fold scores the edge temperature. :func:`models.rocket.select_configuration` chooses
     the edge's feature count and the share kept, on the training split.
     """
+    from models.networks import AveragedEnsemble
     from models.training import predict_probabilities
 
-    blended = fit_cloud_blend(
-        train, labels, classes, folds, members, plan, seed=seed, describe=describe, advance=advance
-    )
-    fold_rockets, cloud_temperature, cnn_weight = blended.fold_rockets, blended.temperature, blended.cnn_weight
+    if train.ndim != 2:
+        raise ValueError(f"a rocket reads univariate windows [n, sample], not {train.shape}")
     fits = [np.setdiff1d(np.arange(len(train)), fold) for fold in folds]
+    cnn_held_out = np.zeros((len(train), classes))
+    rocket_held_out = np.zeros((len(train), classes))
+    fold_rockets: list[RocketClassifier] = []
+    for index, (fold, fit) in enumerate(zip(folds, fits, strict=True)):
+        describe(f"cloud rocket {index + 1}/{len(folds)}")
+        cnn_held_out[fold] = predict_probabilities(members[index], train[fold])
+        fold_rockets.append(fit_cloud_rocket(train[fit], labels[fit], classes, plan, seed=seed * 1000 + index))
+        rocket_held_out[fold] = rocket_scores(fold_rockets[-1], train[fold])
+        advance()
+    cloud_temperature = fit_temperature(rocket_held_out, labels)
+    cnn_weight = choose_blend(cnn_held_out, softmax(rocket_held_out / cloud_temperature), labels)
+    cloud_held_out = blend(cnn_held_out, softmax(rocket_held_out / cloud_temperature), cnn_weight)
 
     describe("edge: features and pruning by CV")
     selection = select_configuration(
@@ -380,8 +322,11 @@ def fit_rocket_models(
         advance()
     edge_temperature = fit_temperature(edge_held_out, labels)
 
-    describe("edge, all training windows")
-    cloud = blended.cloud
+    describe("cloud and edge, all training windows")
+    cloud_rocket = with_temperature(
+        fit_cloud_rocket(train, labels, classes, plan, seed=seed * 1000 + 999), cloud_temperature
+    )
+    cloud = BlendedCloud(AveragedEnsemble(list(members)).eval(), cloud_rocket, cnn_weight).eval()
     edge = fit_edge(train, labels, predict_probabilities(cloud, train), selection, plan, seed=seed * 1000 + 999)
     advance()
     return RocketModels(
@@ -390,7 +335,7 @@ def fit_rocket_models(
         calibrated_edge=with_temperature(edge.pruned, edge_temperature),
         fold_edges=[with_temperature(model, edge_temperature) for model in fold_edges],
         held_out={
-            "cloud": np.asarray(blended.held_out.argmax(axis=1), dtype=np.int64),
+            "cloud": np.asarray(cloud_held_out.argmax(axis=1), dtype=np.int64),
             "edge_fp32": np.asarray(edge_held_out.argmax(axis=1), dtype=np.int64),
         },
         selection=selection,

@@ -101,22 +101,3 @@ def test_fit_rocket_models_fits_calibrated_pruned_edge_and_blend() -> None:
         "edge_features",
         "selection",
     }
-
-
-def test_fit_cloud_blend_chooses_weight_and_temperature_out_of_fold() -> None:
-    torch.manual_seed(0)
-    windows, labels = _three_classes(60, seed=5)
-    folds = [np.arange(start, start + 20) for start in (0, 20, 40)]
-    members = [torch.nn.Sequential(torch.nn.Linear(WINDOW, 3)).eval() for _ in folds]
-    plan = recipe.RocketPlan(cloud_features=336)
-    steps: list[str] = []
-    blended = recipe.fit_cloud_blend(windows, labels, 3, folds, members, plan, seed=0, advance=lambda: steps.append(""))
-    assert len(steps) == len(folds) and len(blended.fold_rockets) == len(folds)
-    assert blended.cnn_weight < 0.5  # noise members: the rocket carries the blend
-    assert blended.held_out.shape == (60, 3)
-    np.testing.assert_allclose(blended.held_out.sum(axis=1), 1.0, atol=1e-9)
-    assert np.mean(blended.held_out.argmax(axis=1) == labels) > 0.8
-    with torch.no_grad():
-        probabilities = blended.cloud(torch.from_numpy(windows)).exp().numpy()
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    assert blended.notes()["cnn_weight"] == f"{blended.cnn_weight:.2f}"
