@@ -386,26 +386,16 @@ def _cloud_member(
     one over its columns (:class:`models.networks.Transposed`), each trained with its own seed.
     """
     run.describe(f"cloud member {index + 1}/{plan.folds}")
-    rows = train_classifier(
-        _network(task, data, train[fit], plan.cloud),
-        train[fit],
-        labels[fit],
-        plan.cloud_recipe,
-        seed=seed * 1000 + index,
-        advance=run.advance,
-    )
+
+    def trained(windows: npt.NDArray[np.float32], member_seed: int) -> nn.Module:
+        network = _network(task, data, windows, plan.cloud)
+        return train_classifier(network, windows, labels[fit], plan.cloud_recipe, seed=member_seed, advance=run.advance)
+
+    rows = trained(train[fit], seed * 1000 + index)
     if not plan.transposed_members:
         return rows
-    columns = np.ascontiguousarray(train[fit].transpose(0, 2, 1))
-    transposed = train_classifier(
-        _network(task, data, columns, plan.cloud),
-        columns,
-        labels[fit],
-        plan.cloud_recipe,
-        seed=seed * 1000 + 500 + index,
-        advance=run.advance,
-    )
-    return AveragedEnsemble([rows, Transposed(transposed)]).eval()
+    columns = trained(np.ascontiguousarray(train[fit].transpose(0, 2, 1)), seed * 1000 + 500 + index)
+    return AveragedEnsemble([rows, Transposed(columns)]).eval()
 
 
 def _train_cnn(
