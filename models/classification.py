@@ -134,6 +134,11 @@ class ClassificationPlan:
     transposed_members: bool = False
     """Each fold's cloud member averages a CNN over the rows and one over the columns of the image."""
 
+    @property
+    def cloud_networks(self) -> int:
+        """How many CNNs the cloud ensemble holds: one per fold, two with :attr:`transposed_members`."""
+        return self.folds * (2 if self.transposed_members else 1)
+
 
 @dataclass(frozen=True)
 class TrainingShape:
@@ -363,8 +368,7 @@ def _progress_total(plan: ClassificationPlan) -> int:
     """Steps of the progress bar: training epochs, and one step per rocket fit."""
     if plan.rocket is None:
         per_student = plan.student_recipe.epochs + plan.finetune_recipe.epochs
-        per_member = plan.cloud_recipe.epochs * (2 if plan.transposed_members else 1)
-        return plan.folds * (per_member + per_student) + per_student
+        return plan.cloud_networks * plan.cloud_recipe.epochs + (plan.folds + 1) * per_student
     return plan.folds * (plan.cloud_recipe.epochs + 2) + 3
 
 
@@ -609,7 +613,7 @@ def build_classification(
     val = {variant: accuracy(predictions, labels) for variant, predictions in held_out.items()}
     results = {
         "cloud_fp32": VariantResult(
-            f"cloud fp32 (ensemble of {plan.folds * (2 if plan.transposed_members else 1)})",
+            f"cloud fp32 (ensemble of {plan.cloud_networks})",
             parameter_count(cloud),
             val["cloud"],
             accuracy(test_predictions["cloud_fp32"], data.test_labels),
@@ -846,8 +850,7 @@ def _descriptions(
     views = ", half of them reading the image's columns as channels" if plan.transposed_members else ""
     return {
         "cloud_fp32": (
-            f"ensemble of {plan.folds * (2 if plan.transposed_members else 1)} CNNs, channels {plan.cloud.widths}, "
-            f"kernels {plan.cloud.kernels}{views}"
+            f"ensemble of {plan.cloud_networks} CNNs, channels {plan.cloud.widths}, kernels {plan.cloud.kernels}{views}"
         ),
         "edge_fp32": (
             f"CNN distilled from the ensemble, channels {plan.student.widths} pruned to "
@@ -980,14 +983,14 @@ def _models_markdown(
     """The card's "Models" section: the recipe that made the variants."""
     edge, unpruned = results["edge_int8"], results["edge_unpruned"]
     transposed = (
-        f" Each fold has two members, {2 * plan.folds} in all: one reads the image's rows as channels (as the "
+        f" Each fold has two members, {plan.cloud_networks} in all: one reads the image's rows as channels (as the "
         "edge model does), the other its columns (the image transposed in the graph), each trained from its own "
         "seed (the pair was preferred by cross-validation on the training split: `docs/decisions.md`)."
         if plan.transposed_members
         else ""
     )
     first_line = (
-        f"- **Cloud, fp32**: {plan.folds * (2 if plan.transposed_members else 1)} CNNs (channels {plan.cloud.widths}, "
+        f"- **Cloud, fp32**: {plan.cloud_networks} CNNs (channels {plan.cloud.widths}, "
         f"kernels {plan.cloud.kernels}, max-pooling"
     )
     if plan.rocket is not None:
