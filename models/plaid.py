@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from models.classification import Architecture, ClassificationTask, TrainingShape, run_command_line, task_builder
 from models.datasets import load_plaid
+from models.rocket_recipe import RocketPlan
 from models.training import SeriesAugmentation
 from protocol.manifest import FitLength, ZNormalize
 from protocol.messages import SensorKind
@@ -35,8 +36,8 @@ TASK = ClassificationTask(
     unit="A",
     sample_rate_hz=None,  # the archive's series are resampled from 30 kHz; it does not state their rate
     layout="batch, sample",
-    full=SHAPE.plan(folds=5, epochs=100),
-    quick=SHAPE.plan(folds=2, epochs=10),
+    full=SHAPE.plan(folds=5, epochs=100, rocket=RocketPlan()),
+    quick=SHAPE.plan(folds=2, epochs=10, rocket=RocketPlan.quick()),
     about=(
         "UCR archive's PLAID (Plug Load Appliance Identification Dataset), bundled with sktime (no "
         "download): current drawn by 11 appliance types (the archive numbers them 0–10), 537 recordings per "
