@@ -1,6 +1,6 @@
 """Benchmark of federated learning on the fleet, measured side by side in one run.
 
-    python bench/federated.py [--clients 10] [--alpha 0.5] [--rounds 20] [--repeats 3] [--json FILE]
+    python bench/federated.py [--clients 10] [--alpha 0.5] [--rounds 20] [--repeats 3] [--attack-scale 10] [--json FILE]
 
 Task ``plaid`` (PLAID, official split), the training split partitioned across ``clients`` devices by a
 Dirichlet(``alpha``) draw per class (non-IID: most devices see a few appliance types mostly), the test split
@@ -13,15 +13,17 @@ engine). Figures:
    test accuracy after the same epochs from the same starting head): the numpy head (what devices run),
    the same head in torch, and torch fine-tuning the whole fp32 network (what only a device with torch
    could do).
-2. **Federated vs centralized**: held-out accuracy per round for FedAvg and FedMedian against the same
+2. **Federated vs centralized**: held-out accuracy per round for FedAvg, the robust default (FedGeoMedian)
+   and FedMedian against the same
    softmax regression trained on all training windows at once (goal ≥ 0.95 of it); rounds to reach the
    goal; wall time per round.
 3. **Notarization share** of round time: verifying signatures, hashing and committing, with the in-memory
    notary and with the notary contract on an in-process EVM (when the ``chain`` extra is installed);
    gas per round at 2, 10 and 100 leaves.
-4. **Poisoning**: 0 %, 20 % and 40 % of devices send sign-flipped updates scaled by 10 (validly signed:
-   compromised devices); final accuracy for FedAvg, the robust default (FedMedian), FedTrimmedAvg (β 0.4)
-   and MultiKrum (told the attacker count). Goal: the robust default within 5 points of clean at 20 %.
+4. **Poisoning**: 0 %, 20 % and 40 % of devices send sign-flipped updates scaled by 10 (``--attack-scale``;
+   validly signed: compromised devices); final accuracy for FedAvg, the robust default (FedGeoMedian),
+   FedMedian, FedTrimmedAvg (β 0.4) and MultiKrum (told the attacker count). Goal: the robust default
+   within 5 points of clean at 20 %.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from cloud_hub.fl.evaluation import HoldoutEvaluation, embed  # noqa: E402
+from cloud_hub.fl.settings import ROBUST_DEFAULT  # noqa: E402
 from edge_agent.fl.head import TrainingSettings, accuracy, standardization, train_head  # noqa: E402
 from edgefleet.federation import Experiment, dirichlet_partition, prepare_fleet, run_experiment  # noqa: E402
 from models import federated  # noqa: E402
@@ -56,6 +59,13 @@ console = Console(width=max(Console().width, 120))
 GOAL_RATIO = 0.95
 NETWORK_LEARNING_RATE = 0.005
 GOAL_POISON_POINTS = 0.05
+
+
+def device_settings(epochs: int) -> TrainingSettings:
+    """What a device trains with on this backbone: no local standardization where the fleet's is built in."""
+    from edge_agent.fl.embedding import OnnxEmbedder
+
+    return TrainingSettings(epochs=epochs, learning_rate=0.05, standardize=not OnnxEmbedder(BACKBONE).standardized)
 
 
 def _median_seconds(function: Any, repeats: int) -> float:
@@ -133,14 +143,14 @@ def local_training(
     train: np.ndarray, labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray, *, epochs: int, repeats: int
 ) -> dict[str, Any]:
     """Figure 1: numpy head, torch head, torch full network; time per epoch and accuracy after ``epochs``."""
-    settings = TrainingSettings(epochs=1, learning_rate=0.05, batch_size=32)
+    settings = device_settings(1)
     with np.load(INITIAL_HEAD) as head:
         weight, bias = head["weight"], head["bias"]
     backbone = BACKBONE
     embed_s = _median_seconds(lambda: embed(backbone, train), repeats)
     features, test_features = embed(backbone, train), embed(backbone, test)
     numpy_epoch = _median_seconds(lambda: train_head(weight, bias, features, labels, settings), repeats)
-    numpy_head = train_head(weight, bias, features, labels, TrainingSettings(epochs=epochs, learning_rate=0.05))
+    numpy_head = train_head(weight, bias, features, labels, device_settings(epochs))
     figures: dict[str, Any] = {
         "embed_ms": embed_s * 1000,
         "numpy_head": {
@@ -167,8 +177,12 @@ def local_training(
                 torch.nn.functional.cross_entropy(module(inputs[batch]), target[batch]).backward()
                 optimizer.step()
 
-    # The same standardized steps as the numpy head (edge_agent.fl.head): the head over standardized features.
-    mean, scale = standardization(features)
+    # The same steps as the numpy head (edge_agent.fl.head): over locally standardized features where it
+    # standardizes them.
+    if settings.standardize:
+        mean, scale = standardization(features)
+    else:
+        mean, scale = np.zeros(features.shape[1], np.float32), np.ones(features.shape[1], np.float32)
 
     def torch_head() -> Any:
         head = torch.nn.Linear(weight.shape[1], weight.shape[0])
@@ -193,18 +207,16 @@ def local_training(
         return figures
     import onnx
 
-    # The backbones subtract a centre from the head's input; the network's own head reads it uncentred.
+    # The backbones standardize the head's input; the network's own head reads it as it is.
     initializers = {item.name: item for item in onnx.load(str(BACKBONE)).graph.initializer}
-    centre = (
-        onnx.numpy_helper.to_array(initializers[federated.CENTRE])
-        if federated.CENTRE in initializers
-        else np.zeros(weight.shape[1], np.float32)
-    )
+    centre = onnx.numpy_helper.to_array(initializers[federated.CENTRE])
+    spread = onnx.numpy_helper.to_array(initializers[federated.SPREAD])
 
     def network() -> Any:
         net = torch_network_from_onnx(SOURCE_FP32)
-        net[-1].weight.data.copy_(torch.tensor(weight))  # the same starting head as the others
-        net[-1].bias.data.copy_(torch.tensor(bias - weight @ centre))
+        raw_weight = weight / spread  # the same starting head as the others
+        net[-1].weight.data.copy_(torch.tensor(raw_weight))
+        net[-1].bias.data.copy_(torch.tensor(bias - raw_weight @ centre))
         return net
 
     # The whole network takes a smaller step than the head alone (0.05 there undoes the backbone's training).
@@ -219,9 +231,7 @@ def local_training(
 
 def centralized_accuracy(features: np.ndarray, labels: np.ndarray, holdout: HoldoutEvaluation, epochs: int) -> float:
     with np.load(INITIAL_HEAD) as head:
-        update = train_head(
-            head["weight"], head["bias"], features, labels, TrainingSettings(epochs=epochs, learning_rate=0.05)
-        )
+        update = train_head(head["weight"], head["bias"], features, labels, device_settings(epochs))
     return accuracy(update.weight, update.bias, holdout.features, holdout.labels)
 
 
@@ -242,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--local-epochs", type=int, default=5)
     parser.add_argument("--poison-rounds", type=int, default=10)
+    parser.add_argument("--attack-scale", type=float, default=10.0, help="attackers send global - scale × update")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
@@ -295,7 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     results["centralized_accuracy"] = central
     runs: dict[str, list[Experiment]] = {}
-    for strategy in ("fedavg", "fedmedian"):
+    strategies: tuple[str, ...] = ("fedavg", ROBUST_DEFAULT, "fedmedian")
+    for strategy in strategies:
         runs[strategy] = [
             run_experiment(
                 fleet,
@@ -396,13 +408,15 @@ def main(argv: list[str] | None = None) -> None:
         console.print("   gas per round: the chain extra is not installed")
 
     # 4. Poisoning.
-    console.print(f"[bold]4. poisoning[/bold] (sign-flipped ×10 updates; {arguments.poison_rounds} rounds)")
+    attack = f"sign-flipped ×{arguments.attack_scale:g} updates; {arguments.poison_rounds} rounds"
+    console.print(f"[bold]4. poisoning[/bold] ({attack})")
     shares = (0.0, 0.2, 0.4)
     table = Table("strategy", *(f"{share:.0%} attackers" for share in shares), "20 % vs clean (points)")
     results["poisoning"] = {}
     for strategy, label, beta in (
         ("fedavg", "FedAvg (default)", 0.2),
-        ("fedmedian", "FedMedian (robust default)", 0.2),
+        ("fedgeomedian", "FedGeoMedian (robust default)", 0.2),
+        ("fedmedian", "FedMedian", 0.2),
         ("fedtrimmedavg", "FedTrimmedAvg β 0.4", 0.4),
         ("multikrum", "MultiKrum (knows the count)", 0.2),
     ):
@@ -418,6 +432,7 @@ def main(argv: list[str] | None = None) -> None:
                 strategy=strategy,
                 rounds=arguments.poison_rounds,
                 attackers=attackers,
+                scale=arguments.attack_scale,
                 trim_beta=beta,
                 local_epochs=arguments.local_epochs,
             )
@@ -426,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
         table.add_row(label, *(f"{value:.3f}" for value in row), f"{(row[1] - row[0]) * 100:+.1f}")
     console.print(table)
 
-    median = results["poisoning"]["fedmedian"]
+    median = results["poisoning"][ROBUST_DEFAULT]
     fedavg = results["federated"]["fedavg"]
     console.print(
         f"goals: federated / centralized {fedavg['ratio']:.3f} (goal ≥ {GOAL_RATIO}); robust default at 20 % "

@@ -667,7 +667,9 @@ def fl_start(
         typer.Option(exists=True, dir_okay=False, help="TOML of run-config overrides (see docs/federated.md)."),
     ] = None,
     rounds: Annotated[int, typer.Option(min=1)] = 3,
-    strategy: Annotated[str, typer.Option(help="fedavg, fedmedian, fedtrimmedavg or multikrum.")] = "fedavg",
+    strategy: Annotated[
+        str, typer.Option(help="fedavg, fedgeomedian (robust default), fedmedian, fedtrimmedavg or multikrum.")
+    ] = "fedavg",
     work_dir: Annotated[
         Path, typer.Option(help="Where the loopback fleet and run state live, or run configs are written.")
     ] = Path("var/fl-loopback"),

@@ -4,8 +4,9 @@ Federated rounds on the fleet train only the classification head (a softmax regr
 embedding), so a device needs numpy and ONNX Runtime, not torch. This module cuts the committed ``plaid``
 edge models in two where their head begins and writes, under ``models/quantized/``:
 
-- ``federated_plaid_backbone_int8.onnx``: the int8 edge model up to the input of its head, centred (minus
-  its mean over the training split), output ``embedding`` (what devices run to embed their labelled windows);
+- ``federated_plaid_backbone_int8.onnx``: the int8 edge model up to the input of its head, standardized for
+  the fleet (minus its mean over the training split, divided by its spread there), output ``embedding``
+  (what devices run to embed their labelled windows);
 - ``federated_plaid_backbone_fp32.onnx``: the same cut of the fp32 edge model (what the hub joins with a new
   head and quantizes statically into the next edge model, with no torch);
 - ``federated_plaid_head_initial.npz``: the first global head (``weight`` ``[classes, features]``, ``bias``),
@@ -13,8 +14,9 @@ edge models in two where their head begins and writes, under ``models/quantized/
   before its own verdicts teach it more;
 - ``federated_plaid_calibration.npy``: preprocessed training windows the hub calibrates int8 quantization with;
 - ``federated_plaid.json``: what the files are, their sha256, the seed set, the figures measured here, the
-  embedding's width (``features``) and the backbone nodes the task's int8 build keeps fp32 (``keep_fp32``,
-  which the hub keeps fp32 too when it quantizes the next edge model).
+  embedding's width (``features``), the backbone nodes the task's int8 build keeps fp32 (``keep_fp32``,
+  which the hub keeps fp32 too when it quantizes the next edge model) and whether that build's head is
+  int8, with how many bits of weight range (``head``: the hub quantizes the next head the same way).
 
 The head is found in the graph, not by name: the ``Gemm`` (or ``MatMul`` then ``Add``) whose output, through
 any quantize/dequantize pair, feeds the ``Softmax`` that gives the model's output. Its first input is the
@@ -44,6 +46,7 @@ from onnx import helper, utils
 from models.datasets import WindowDataset, load_plaid
 from models.signals import apply_preprocessing
 from protocol.manifest import FitLength, ZNormalize
+from protocol.updates import EMBEDDING_STANDARDIZED_KEY
 
 COMMITTED = Path(__file__).resolve().parent / "quantized"
 # The same steps as task plaid (models/plaid.py), without importing its torch-based recipe.
@@ -53,6 +56,10 @@ SOURCE_FP32 = "plaid_edge_fp32.onnx"
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 CENTRE = "federated.embedding.centre"
 CENTRE_NODE = "/federated/centre/Sub"
+SPREAD = "federated.embedding.spread"
+SPREAD_NODE = "/federated/spread/Div"
+SPREAD_FLOOR = 0.3
+"""A feature's spread is at least this share of the root mean square spread (a nearly flat feature is not blown up)."""
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 SEED_PER_CLASS = 2
 CALIBRATION_WINDOWS = 128
@@ -160,11 +167,36 @@ def head_parameters(model: onnx.ModelProto, head: Head) -> tuple[npt.NDArray[np.
     return np.ascontiguousarray(weight, dtype=np.float32), np.ascontiguousarray(bias, dtype=np.float32)
 
 
-def cut_backbone(source: Path, target: Path, centre: npt.NDArray[np.float32] | None = None) -> tuple[Path, str, int]:
+def head_weight_bits(model: onnx.ModelProto) -> int | None:
+    """The range of the head's int8 weights in an int8 graph: 7 (-64…64, ONNX Runtime's ``reduce_range``) or 8;
+    ``None`` when the head reads fp32 weights.
+
+    ONNX Runtime quantizes weights symmetrically per channel, so each channel's largest weight lands on the
+    end of the range: 64 with ``reduce_range``, 127 without.
+    """
+    head = find_head(model)
+    initializers = {item.name: item for item in model.graph.initializer}
+    node = _producers(model.graph).get(head.weight)
+    if node is None or node.op_type != "DequantizeLinear" or node.input[0] not in initializers:
+        return None
+    values = onnx.numpy_helper.to_array(initializers[node.input[0]])
+    if values.dtype != np.int8:
+        raise ValueError(f"the head's weights are {values.dtype}, not int8")
+    return 7 if int(np.abs(values.astype(np.int16)).max()) <= 64 else 8
+
+
+def cut_backbone(
+    source: Path,
+    target: Path,
+    centre: npt.NDArray[np.float32] | None = None,
+    spread: npt.NDArray[np.float32] | None = None,
+) -> tuple[Path, str, int]:
     """Write the part of ``source`` that computes its head's input, as output ``embedding``.
 
-    With ``centre``, the embedding is that input minus ``centre`` (an fp32 ``Sub``, node :data:`CENTRE_NODE`).
-    Returns the file, the tensor cut at and the embedding's width.
+    With ``centre`` (and ``spread``), the embedding is that input minus ``centre`` (an fp32 ``Sub``, node
+    :data:`CENTRE_NODE`), divided by ``spread`` (an fp32 ``Div``, node :data:`SPREAD_NODE`; the model then
+    says so in its metadata, :data:`EMBEDDING_STANDARDIZED_KEY`). Returns the file, the tensor cut at and the
+    embedding's width.
     """
     model = onnx.shape_inference.infer_shapes(onnx.load(str(source)))
     embedding_tensor = find_head(model).embedding
@@ -172,10 +204,13 @@ def cut_backbone(source: Path, target: Path, centre: npt.NDArray[np.float32] | N
     if centre is None:
         extracted.graph.node.append(helper.make_node("Identity", [embedding_tensor], ["embedding"], name="embedding"))
     else:
+        centred = "embedding" if spread is None else "federated.embedding.centred"
         extracted.graph.initializer.append(onnx.numpy_helper.from_array(centre.astype(np.float32), CENTRE))
-        extracted.graph.node.append(
-            helper.make_node("Sub", [embedding_tensor, CENTRE], ["embedding"], name=CENTRE_NODE)
-        )
+        extracted.graph.node.append(helper.make_node("Sub", [embedding_tensor, CENTRE], [centred], name=CENTRE_NODE))
+        if spread is not None:
+            extracted.graph.initializer.append(onnx.numpy_helper.from_array(spread.astype(np.float32), SPREAD))
+            extracted.graph.node.append(helper.make_node("Div", [centred, SPREAD], ["embedding"], name=SPREAD_NODE))
+            onnx.helper.set_model_props(extracted, {EMBEDDING_STANDARDIZED_KEY: "true"})
     features = extracted.graph.output[0].type.tensor_type.shape.dim[-1].dim_value
     if not features:  # shape inference left the width open: run the cut once to read it
         session = ort.InferenceSession(extracted.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -188,6 +223,15 @@ def cut_backbone(source: Path, target: Path, centre: npt.NDArray[np.float32] | N
     onnx.checker.check_model(extracted)
     onnx.save(extracted, str(target))
     return target, embedding_tensor, int(features)
+
+
+def standardization(features: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """``(centre, spread)`` per feature over the training split, the spread floored (:data:`SPREAD_FLOOR`)."""
+    centre = features.mean(axis=0, dtype=np.float64)
+    spread = features.std(axis=0, dtype=np.float64)
+    floor = SPREAD_FLOOR * float(np.sqrt(np.mean(spread**2)))
+    spread = np.maximum(spread, floor) if floor > 0 else np.ones_like(spread)
+    return centre.astype(np.float32), spread.astype(np.float32)
 
 
 def source_head(source: Path) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
@@ -276,13 +320,19 @@ def build(output_dir: Path = COMMITTED, *, seed: int = 0, source_dir: Path = COM
     """Write the federated artifacts into ``output_dir``; returns the description written beside them."""
     output_dir.mkdir(parents=True, exist_ok=True)
     data, train, test = preprocessed_plaid()
-    # Both backbones subtract the mean int8 embedding of the training split: a head over centred features
-    # keeps ``weight @ x`` and ``bias`` from cancelling large offsets, which coordinate-wise robust
-    # aggregation (FedMedian) would take apart; the model is the same (the bias takes ``weight @ centre``).
+    # Both backbones standardize the embedding for the whole fleet: minus the mean int8 embedding of the
+    # training split, divided by its spread there. A head over centred features keeps ``weight @ x`` and
+    # ``bias`` from cancelling large offsets, which robust aggregation would take apart; one scale for every
+    # device lets devices train without rescaling by their own spreads (docs/federated.md). The model is the
+    # same: the head's weight takes ``× spread`` and its bias ``weight @ centre``.
     backbone_int8, cut_int8, features = cut_backbone(source_dir / SOURCE_INT8, output_dir / BACKBONE_INT8)
-    centre = embed(backbone_int8, train).mean(axis=0)
-    backbone_int8, cut_int8, features = cut_backbone(source_dir / SOURCE_INT8, output_dir / BACKBONE_INT8, centre)
-    backbone_fp32, cut_fp32, features_fp32 = cut_backbone(source_dir / SOURCE_FP32, output_dir / BACKBONE_FP32, centre)
+    centre, spread = standardization(embed(backbone_int8, train))
+    backbone_int8, cut_int8, features = cut_backbone(
+        source_dir / SOURCE_INT8, output_dir / BACKBONE_INT8, centre, spread
+    )
+    backbone_fp32, cut_fp32, features_fp32 = cut_backbone(
+        source_dir / SOURCE_FP32, output_dir / BACKBONE_FP32, centre, spread
+    )
     if features != features_fp32:
         raise ValueError(f"the int8 backbone gives {features} features, the fp32 one {features_fp32}")
     train_features = embed(backbone_int8, train)
@@ -291,6 +341,7 @@ def build(output_dir: Path = COMMITTED, *, seed: int = 0, source_dir: Path = COM
 
     trained_weight, trained_bias = source_head(source_dir / SOURCE_FP32)
     trained_bias = trained_bias + trained_weight @ centre
+    trained_weight = trained_weight * spread
     seed_set = seed_indices(data.train_labels, SEED_PER_CLASS, seed=seed)
     weight, bias = fit_seed_head(train_features[seed_set], data.train_labels[seed_set], classes)
     np.savez(output_dir / INITIAL_HEAD, weight=weight, bias=bias)
@@ -303,7 +354,7 @@ def build(output_dir: Path = COMMITTED, *, seed: int = 0, source_dir: Path = COM
     calibration = train[np.sort(rng.choice(typical, size=CALIBRATION_WINDOWS, replace=False))]
     np.save(output_dir / CALIBRATION, calibration.astype(np.float32))
 
-    fp32_nodes = [*kept_fp32(source_dir / SOURCE_INT8), CENTRE_NODE]
+    fp32_nodes = [*kept_fp32(source_dir / SOURCE_INT8), CENTRE_NODE, SPREAD_NODE]
     op_types = {node.name: node.op_type for node in onnx.load(str(backbone_int8)).graph.node}
     description: dict[str, Any] = {
         "task": "plaid",
@@ -324,9 +375,11 @@ def build(output_dir: Path = COMMITTED, *, seed: int = 0, source_dir: Path = COM
             "cut_from": SOURCE_FP32,
             "cut_at": cut_fp32,
         },
-        "centre": (
+        "standardization": (
             f"both backbones output their head's input minus the mean int8 embedding of the training split "
-            f"(initializer {CENTRE}, node {CENTRE_NODE})"
+            f"(initializer {CENTRE}, node {CENTRE_NODE}), divided by its spread there, floored at "
+            f"{SPREAD_FLOOR} × the root mean square spread (initializer {SPREAD}, node {SPREAD_NODE}); their "
+            f"metadata {EMBEDDING_STANDARDIZED_KEY} = true tells devices to train on it as it is"
         ),
         "keep_fp32": {
             "nodes": fp32_nodes,
@@ -337,6 +390,7 @@ def build(output_dir: Path = COMMITTED, *, seed: int = 0, source_dir: Path = COM
                 "each); the hub keeps them fp32 when it quantizes the next edge model"
             ),
         },
+        "head": _head_description(onnx.load(str(source_dir / SOURCE_INT8))),
         "initial_head": {
             "file": INITIAL_HEAD,
             "sha256": file_sha256(output_dir / INITIAL_HEAD),
@@ -362,6 +416,19 @@ def build(output_dir: Path = COMMITTED, *, seed: int = 0, source_dir: Path = COM
     }
     (output_dir / DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
     return description
+
+
+def _head_description(model: onnx.ModelProto) -> dict[str, Any]:
+    bits = head_weight_bits(model)
+    return {
+        "int8": bits is not None,
+        **({"weight_bits": bits} if bits is not None else {}),
+        "read_from": SOURCE_INT8,
+        "meaning": (
+            "whether the task's int8 build quantizes its head, and to how many bits of weight range (7: "
+            "-64…64); the hub quantizes the next edge model's head the same way"
+        ),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,6 +31,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 UPDATE_CONTEXT = b"edgefleet-fl-update-v1\n"
 SIGNING_CONTEXT = b"edgefleet-fl-update-signature-v1\n"
+EMBEDDING_STANDARDIZED_KEY = "edgefleet.embedding.standardized"
+"""A backbone's ONNX metadata entry: ``true`` when its embedding is standardized for the whole fleet, so that
+devices train the head on it as it is (``models/federated.py`` writes it, ``edge_agent.fl`` reads it)."""
 
 
 class UpdateError(ValueError):

@@ -62,7 +62,9 @@ def read_task_description(path: Path, *, name: str = "federated_plaid_edge_int8"
     """The model description of a task's federated artifacts (``models/quantized/federated_<task>.json``).
 
     ``keep_fp32.nodes`` names the backbone nodes the task's int8 edge model keeps fp32; a description
-    without it leaves the default of :func:`cloud_hub.fl.global_model.excluded_nodes`.
+    without it leaves the default of :func:`cloud_hub.fl.global_model.excluded_nodes`. ``head`` says whether
+    that model's head is int8 (``int8``) and with how many bits of weight range (``weight_bits``, 7 or 8); a
+    description without it keeps the head fp32.
     """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -71,6 +73,10 @@ def read_task_description(path: Path, *, name: str = "federated_plaid_edge_int8"
         nodes = None if keep_fp32 is None else keep_fp32["nodes"]
         if nodes is not None and (not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes)):
             raise ValueError(f"keep_fp32.nodes is a list of node names, not {nodes!r}")
+        head = data.get("head") or {"int8": False}
+        bits = int(head["weight_bits"]) if head["int8"] else None
+        if bits not in (None, 7, 8):
+            raise ValueError(f"head.weight_bits is 7 or 8, not {bits}")
         return ModelDescription(
             name=name,
             version="unset",
@@ -82,6 +88,7 @@ def read_task_description(path: Path, *, name: str = "federated_plaid_edge_int8"
             data=str(data.get("data", "")) + "; head trained by federated rounds on the fleet's labelled windows",
             metrics={},
             keep_fp32=None if nodes is None else tuple(nodes),
+            head_weight_bits=bits,
         )
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise SettingsError(f"cannot read the task description {path}: {exc}") from exc

@@ -6,8 +6,10 @@ Runtime's static quantization makes it int8 (QDQ, per-channel int8 weights, min-
 windows the hub holds). What the task's own int8 edge model keeps fp32 in the backbone stays fp32 here
 too (``ModelDescription.keep_fp32``, node names read from the task's federated description: a
 convolutional backbone's first convolution, say, or a whole front end of convolutions and comparisons
-whose int8 outputs would cross their thresholds), and so do the Softmax and the head's Gemm (a few
-thousand weights at most: int8 saves little there, and the head stays exactly as the fleet trained it).
+whose int8 outputs would cross their thresholds), and so does the Softmax. The head's Gemm is int8 where
+the task's int8 model has an int8 head (``ModelDescription.head_weight_bits``, with the same weight range),
+so that a backbone kept fp32 throughout (a MiniRocket-style front end) still gives an int8 model; a
+description that does not say so keeps the head fp32, exactly as the fleet trained it.
 The artifact goes out with a protocol manifest signed with the fleet's model-signing key.
 """
 
@@ -51,6 +53,10 @@ class ModelDescription:
     keep_fp32: tuple[str, ...] | None = None
     """The backbone nodes kept fp32 when the model is quantized, by name; ``None`` (a description written
     before it said so): the first convolution, as the task's convolutional edge models keep it."""
+    head_weight_bits: int | None = None
+    """The range of the head's int8 weights in the task's int8 model: 8, or 7 (ONNX Runtime's
+    ``reduce_range``, -64…64, which then applies to every int8 weight of the model); ``None``: the head
+    stays fp32."""
 
 
 def head_graph(backbone_fp32: Path, weight: FloatArray, bias: FloatArray, target: Path) -> Path:
@@ -104,24 +110,37 @@ class _Windows:
         return None if batch is None else {"window": batch}
 
 
-def excluded_nodes(nodes: list[tuple[str, str]], keep_fp32: tuple[str, ...] | None) -> list[str]:
+def excluded_nodes(
+    nodes: list[tuple[str, str]], keep_fp32: tuple[str, ...] | None, *, quantize_head: bool = False
+) -> list[str]:
     """The names, among ``(name, op type)`` of a graph ready to quantize, of the nodes to keep fp32.
 
-    Those ``keep_fp32`` names (with ``None``, the first convolution) and the head's. A name the graph lacks
-    is an error: the node would be quantized where the task's own int8 model keeps it fp32.
+    Those ``keep_fp32`` names (with ``None``, the first convolution), the Softmax and, unless
+    ``quantize_head``, the head's Gemm. A name the graph lacks is an error: the node would be quantized
+    where the task's own int8 model keeps it fp32.
     """
     if keep_fp32 is None:
         keep_fp32 = tuple(name for name, op_type in nodes if op_type == "Conv")[:1]
     missing = sorted(set(keep_fp32) - {name for name, _ in nodes})
     if missing:
         raise ModelBuildError(f"the backbone lacks nodes its description keeps fp32: {', '.join(missing)}")
-    return [name for name, _ in nodes if name in keep_fp32 or name in HEAD_NODES]
+    head = HEAD_NODES[1:] if quantize_head else HEAD_NODES
+    return [name for name, _ in nodes if name in keep_fp32 or name in head]
 
 
 def quantize(
-    fp32_path: Path, int8_path: Path, calibration: FloatArray, keep_fp32: tuple[str, ...] | None = None
+    fp32_path: Path,
+    int8_path: Path,
+    calibration: FloatArray,
+    keep_fp32: tuple[str, ...] | None = None,
+    head_weight_bits: int | None = None,
 ) -> dict[str, int]:
-    """Static QDQ int8 quantization; returns how many nodes of each op type stayed fp32 (see :func:`excluded_nodes`)."""
+    """Static QDQ int8 quantization; returns how many nodes of each op type stayed fp32 (see :func:`excluded_nodes`).
+
+    ``head_weight_bits`` (see :attr:`ModelDescription.head_weight_bits`): ``None`` keeps the head fp32.
+    """
+    if head_weight_bits not in (None, 7, 8):
+        raise ModelBuildError(f"int8 weights have 7 or 8 bits, not {head_weight_bits}")
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -132,7 +151,7 @@ def quantize(
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
         nodes = [(node.name, node.op_type) for node in onnx.load(str(prepared)).graph.node]
-        excluded = excluded_nodes(nodes, keep_fp32)
+        excluded = excluded_nodes(nodes, keep_fp32, quantize_head=head_weight_bits is not None)
         quantize_static(
             prepared,
             int8_path,
@@ -143,6 +162,7 @@ def quantize(
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=excluded,
+            reduce_range=head_weight_bits == 7,
         )
     onnx.checker.check_model(str(int8_path))
     kept = set(excluded)
@@ -186,7 +206,7 @@ def build_global_model(
     try:
         with tempfile.TemporaryDirectory(prefix="edgefleet-fl-model-") as scratch:
             fp32 = head_graph(backbone_fp32, weight, bias, Path(scratch) / "fp32.onnx")
-            kept = quantize(fp32, artifact, calibration, description.keep_fp32)
+            kept = quantize(fp32, artifact, calibration, description.keep_fp32, description.head_weight_bits)
     except ModelBuildError:
         raise
     except Exception as exc:  # onnx and onnxruntime raise their own types; the caller gets one

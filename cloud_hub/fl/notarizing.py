@@ -68,7 +68,7 @@ class NotarizedRound:
 
 
 class NotarizingStrategy(Strategy):
-    """Wraps any message-API strategy (FedAvg, FedMedian, FedTrimmedAvg, MultiKrum, …)."""
+    """Wraps any message-API strategy (FedAvg, FedGeoMedian, FedMedian, FedTrimmedAvg, MultiKrum, …)."""
 
     def __init__(
         self,

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cloud_hub.fl.errors import SettingsError
 
-StrategyName = Literal["fedavg", "fedmedian", "fedtrimmedavg", "multikrum"]
-ROBUST_DEFAULT: StrategyName = "fedmedian"
+StrategyName = Literal["fedavg", "fedgeomedian", "fedmedian", "fedtrimmedavg", "multikrum"]
+ROBUST_DEFAULT: StrategyName = "fedgeomedian"
 
 
 class RunSettings(BaseModel):
@@ -27,6 +27,9 @@ class RunSettings(BaseModel):
     min_nodes: int = Field(default=2, ge=1, description="Nodes a round waits for (train and evaluate).")
     fraction_train: float = Field(default=1.0, gt=0.0, le=1.0)
     fraction_evaluate: float = Field(default=1.0, ge=0.0, le=1.0)
+    inlier_radius: float = Field(
+        default=2.0, ge=0.0, description="FedGeoMedian: updates kept within this × the median distance; 0: the median."
+    )
     trim_beta: float = Field(default=0.2, ge=0.0, lt=0.5, description="FedTrimmedAvg: share cut at each end.")
     krum_malicious: int = Field(default=1, ge=0, description="MultiKrum: attackers tolerated.")
     krum_select: int = Field(default=2, ge=1, description="MultiKrum: updates averaged.")

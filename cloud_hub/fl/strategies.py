@@ -1,14 +1,15 @@
-"""The aggregation strategies a run can choose: Flower's own, configured from the run settings."""
+"""The aggregation strategies a run can choose: Flower's own and FedGeoMedian, configured from the run settings."""
 
 from __future__ import annotations
 
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, MultiKrum, Strategy
 
 from cloud_hub.fl.errors import SettingsError
+from cloud_hub.fl.geomedian import FedGeoMedian
 from cloud_hub.fl.settings import RunSettings, StrategyName
 from protocol.updates import RecordNames as R
 
-STRATEGIES: tuple[StrategyName, ...] = ("fedavg", "fedmedian", "fedtrimmedavg", "multikrum")
+STRATEGIES: tuple[StrategyName, ...] = ("fedavg", "fedgeomedian", "fedmedian", "fedtrimmedavg", "multikrum")
 
 
 def build_strategy(
@@ -17,11 +18,12 @@ def build_strategy(
     min_nodes: int = 2,
     fraction_train: float = 1.0,
     fraction_evaluate: float = 1.0,
+    inlier_radius: float = 2.0,
     trim_beta: float = 0.2,
     krum_malicious: int = 1,
     krum_select: int = 2,
 ) -> Strategy:
-    """FedAvg (the default), or one of the robust ones: FedMedian, FedTrimmedAvg, MultiKrum."""
+    """FedAvg (the default), or one of the robust ones: FedGeoMedian (ours), FedMedian, FedTrimmedAvg, MultiKrum."""
     common = {
         "fraction_train": fraction_train,
         "fraction_evaluate": fraction_evaluate,
@@ -34,6 +36,8 @@ def build_strategy(
     }
     if name == "fedavg":
         return FedAvg(**common)  # type: ignore[arg-type]
+    if name == "fedgeomedian":
+        return FedGeoMedian(**common, inlier_radius=inlier_radius)
     if name == "fedmedian":
         return FedMedian(**common)  # type: ignore[arg-type]
     if name == "fedtrimmedavg":
@@ -49,6 +53,7 @@ def strategy_for(settings: RunSettings) -> Strategy:
         min_nodes=settings.min_nodes,
         fraction_train=settings.fraction_train,
         fraction_evaluate=settings.fraction_evaluate,
+        inlier_radius=settings.inlier_radius,
         trim_beta=settings.trim_beta,
         krum_malicious=settings.krum_malicious,
         krum_select=settings.krum_select,

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -83,7 +83,10 @@ class FederatedClient:
     ) -> SignedUpdate:
         """Train the global head on the local data and sign the result for ``round_id``."""
         features, labels = self.local_data()
-        update = train_head(weight, bias, features, labels, settings or self.settings)
+        settings = settings or self.settings
+        if self._embedder.standardized:  # standardized for the fleet: no device rescales it its own way
+            settings = replace(settings, standardize=False)
+        update = train_head(weight, bias, features, labels, settings)
         arrays = {WEIGHT: update.weight, BIAS: update.bias}
         digest = update_digest(arrays)
         signature = sign_update(self._key, round_id, self.device_id, digest)

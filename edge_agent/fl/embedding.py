@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_agent.fl.errors import TrainingError
+from protocol.updates import EMBEDDING_STANDARDIZED_KEY
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -18,6 +19,8 @@ class Embedder(Protocol):
     """Maps preprocessed windows ``[n, samples]`` to embeddings ``[n, features]``."""
 
     features: int
+    standardized: bool
+    """The embedding is standardized for the whole fleet already (devices then train on it as it is)."""
 
     def embed(self, windows: FloatArray) -> FloatArray: ...
 
@@ -39,6 +42,8 @@ class OnnxEmbedder:
         if output.name != "embedding":
             raise TrainingError(f"backbone {path} outputs {output.name!r}, not 'embedding'")
         self.features = int(output.shape[1])
+        metadata = self._session.get_modelmeta().custom_metadata_map
+        self.standardized = metadata.get(EMBEDDING_STANDARDIZED_KEY, "false") == "true"
         self._batch = batch
 
     def embed(self, windows: FloatArray) -> FloatArray:
@@ -54,8 +59,9 @@ class OnnxEmbedder:
 class FixedEmbedder:
     """Unit-test double: a fixed random projection followed by ReLU."""
 
-    def __init__(self, samples: int, features: int, *, seed: int = 0) -> None:
+    def __init__(self, samples: int, features: int, *, seed: int = 0, standardized: bool = False) -> None:
         self.features = features
+        self.standardized = standardized
         self._projection = np.random.default_rng(seed).normal(size=(samples, features)).astype(np.float32)
 
     def embed(self, windows: FloatArray) -> FloatArray:

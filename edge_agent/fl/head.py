@@ -11,6 +11,14 @@ from centred and unequal in spread, such as hundreds of proportions in [0, 1] (p
 head: 0.45 test accuracy after one epoch on PLAID's training split; standardized: 0.69), and the floor
 keeps a feature that hardly varies on one device from taking huge steps that other devices' data would
 pay for. The L2 penalty applies to the standardized weights.
+
+A backbone that standardizes its embedding for the whole fleet (``models/federated.py``: minus the training
+split's mean, divided by its spread) makes the local step unneeded, and worse: each device rescaling by its
+own spreads makes devices step in differently scaled spaces, which FedAvg then averages. Such a backbone
+says so (:attr:`edge_agent.fl.embedding.OnnxEmbedder.standardized`) and the client trains with
+``standardize=False``: on ``plaid``'s MiniRocket-style backbone, FedAvg after 20 rounds reached 0.935 of
+the centralized head with local standardization over the fleet's and 0.961 without (medians of six
+partitions).
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ class TrainingSettings:
     learning_rate: float = 0.05
     l2: float = 1e-4
     seed: int = 0
+    standardize: bool = True
+    """Standardize the local features for the steps (see the module docstring)."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0 or self.l2 < 0:
@@ -123,7 +133,10 @@ def train_head(
     one_hot = np.eye(classes, dtype=np.float32)[labels]
     rng = np.random.default_rng(settings.seed)
     # logits = w x + b = (w * scale) z + (b + w mean) with z = (x - mean) / scale
-    mean, scale = standardization(features)
+    if settings.standardize:
+        mean, scale = standardization(features)
+    else:
+        mean, scale = np.zeros(w.shape[1], np.float32), np.ones(w.shape[1], np.float32)
     standardized = (features - mean) / scale
     b = b + w @ mean
     w = w * scale

@@ -39,7 +39,17 @@ def test_the_backbones_compute_the_committed_edge_models_head_input() -> None:
     import onnx
     import onnxruntime as ort
 
-    from models.federated import CENTRE, CENTRE_NODE, SOURCE_FP32, SOURCE_INT8, find_head, kept_fp32
+    from edge_agent.fl.embedding import OnnxEmbedder
+    from models.federated import (
+        CENTRE,
+        CENTRE_NODE,
+        SOURCE_FP32,
+        SOURCE_INT8,
+        SPREAD,
+        SPREAD_NODE,
+        find_head,
+        kept_fp32,
+    )
 
     description = json.loads(DESCRIPTION.read_text())
     windows = synthetic_windows(np.arange(22, dtype=np.int64) % 11, seed=5)
@@ -50,11 +60,12 @@ def test_the_backbones_compute_the_committed_edge_models_head_input() -> None:
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         expected = session.run([head_input], {"window": windows})[0]
         initializers = {item.name: item for item in onnx.load(str(backbone)).graph.initializer}
-        centre = onnx.numpy_helper.to_array(initializers[CENTRE]) if CENTRE in initializers else 0.0
+        centre = onnx.numpy_helper.to_array(initializers[CENTRE])
+        spread = onnx.numpy_helper.to_array(initializers[SPREAD])
         assert expected.shape[1] == description["features"], f"{backbone.name} is not cut from this {source}"
-        np.testing.assert_allclose(embed(backbone, windows), expected - centre, atol=1e-5)
-    if "keep_fp32" in description:  # descriptions written before it say nothing of it
-        assert description["keep_fp32"]["nodes"] == [*kept_fp32(COMMITTED / SOURCE_INT8), CENTRE_NODE]
+        np.testing.assert_allclose(embed(backbone, windows), (expected - centre) / spread, rtol=1e-5, atol=1e-5)
+        assert OnnxEmbedder(backbone).standardized  # devices train on the fleet's standardization as it is
+    assert description["keep_fp32"]["nodes"] == [*kept_fp32(COMMITTED / SOURCE_INT8), CENTRE_NODE, SPREAD_NODE]
 
 
 def test_the_head_is_found_whatever_its_form() -> None:

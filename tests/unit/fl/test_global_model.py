@@ -49,7 +49,7 @@ def test_the_next_model_is_the_backbone_and_head_in_int8_signed(tmp_path: Path) 
     graph = onnx.load(str(built.artifact)).graph
     assert {"QuantizeLinear", "DequantizeLinear", "Gemm", "Softmax"} <= {node.op_type for node in graph.node}
     # What the task's int8 edge model keeps fp32 stays fp32 (reads no int8 tensor, or its own parameters in
-    # fp32), the rest is int8, and the head is the fleet's, in fp32.
+    # fp32), the rest is int8, and the head is the fleet's, int8 as the task's own head is.
     dequantized = {output for node in graph.node if node.op_type == "DequantizeLinear" for output in node.output}
     fp32_parameters = {item.name for item in graph.initializer if item.data_type == onnx.TensorProto.FLOAT}
     nodes = {node.name: node for node in graph.node}
@@ -60,8 +60,15 @@ def test_the_next_model_is_the_backbone_and_head_in_int8_signed(tmp_path: Path) 
         inputs = nodes[name].input
         assert not any(i in dequantized for i in inputs) or any(i in fp32_parameters for i in inputs), name
     assert any(name in dequantized for node in graph.node for name in node.input)
-    assert list(nodes[HEAD_NODES[0]].input[1:]) == ["federated.head.weight", "federated.head.bias"]
-    assert not any(name in dequantized for name in nodes[HEAD_NODES[1]].input)
+    assert description.head_weight_bits == 7  # plaid's MiniRocket-style head, as its build quantizes it
+    gemm = nodes[HEAD_NODES[0]]
+    assert gemm.input[0] in dequantized and gemm.input[1] in dequantized
+    dequantize = next(node for node in graph.node if gemm.input[1] in node.output)
+    initializers = {item.name: onnx.numpy_helper.to_array(item) for item in graph.initializer}
+    integers, scale = initializers[dequantize.input[0]], initializers[dequantize.input[1]]
+    assert integers.dtype == np.int8 and np.abs(integers.astype(np.int16)).max() == 64
+    assert np.allclose(integers * scale[:, None], weight, atol=float(scale.max()) / 2 + 1e-7)
+    assert list(nodes[HEAD_NODES[1]].output) == [graph.output[0].name]  # fp32 probabilities, as the task's
 
     # The model decides as the devices' int8 backbone with the same head does, on almost every window.
     labels = np.arange(200, dtype=np.int64) % 11
@@ -89,6 +96,7 @@ def test_the_nodes_kept_fp32_are_the_descriptions_and_the_heads() -> None:
     assert excluded_nodes(nodes, ("/b/Conv", "/b/Relu")) == ["/b/Conv", "/b/Relu", "/head/Gemm", "/Softmax"]
     assert excluded_nodes(nodes, None) == ["/a/Conv", "/head/Gemm", "/Softmax"]  # older descriptions: the first Conv
     assert excluded_nodes(nodes, ()) == ["/head/Gemm", "/Softmax"]
+    assert excluded_nodes(nodes, ("/b/Conv",), quantize_head=True) == ["/b/Conv", "/Softmax"]
     with pytest.raises(ModelBuildError, match="/c/Conv"):
         excluded_nodes(nodes, ("/c/Conv",))
 
@@ -99,6 +107,15 @@ def test_the_task_description_says_what_stays_fp32(tmp_path: Path) -> None:
     path = tmp_path / "with.json"
     path.write_text(json.dumps(data))
     assert read_task_description(path).keep_fp32 == ("/x/Conv", "/x/Cast")
+    assert read_task_description(path).head_weight_bits == 7
+    data["head"] = {"int8": False}
+    path.write_text(json.dumps(data))
+    assert read_task_description(path).head_weight_bits is None
+    data["head"] = {"int8": True, "weight_bits": 4}
+    path.write_text(json.dumps(data))
+    with pytest.raises(SettingsError, match="weight_bits"):
+        read_task_description(path)
+    data.pop("head")
     data.pop("keep_fp32")
     path.write_text(json.dumps(data))
     assert read_task_description(path).keep_fp32 is None

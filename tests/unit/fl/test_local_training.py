@@ -71,6 +71,23 @@ def test_a_feature_flat_on_the_device_takes_no_outsized_step() -> None:
     assert np.all(np.isfinite(update.weight)) and np.abs(update.weight[:, 0]).max() < np.abs(update.weight).max()
 
 
+def test_without_local_standardization_the_steps_are_plain_sgd_on_the_features() -> None:
+    """On features the fleet's backbone standardized already: one minibatch, the textbook step."""
+    rng = np.random.default_rng(3)
+    labels = np.arange(8, dtype=np.int64) % 2
+    features = rng.normal(loc=5.0, scale=2.0, size=(8, 3)).astype(np.float32)
+    weight, bias = rng.normal(size=(2, 3)).astype(np.float32), np.zeros(2, np.float32)
+    settings = TrainingSettings(epochs=1, batch_size=8, learning_rate=0.1, l2=0.0, standardize=False)
+    update = train_head(weight, bias, features, labels, settings)
+    scores = features @ weight.T + bias
+    p = np.exp(scores - scores.max(axis=1, keepdims=True))
+    error = (p / p.sum(axis=1, keepdims=True) - np.eye(2)[labels]) / 8
+    np.testing.assert_allclose(update.weight, weight - 0.1 * error.T @ features, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(update.bias, bias - 0.1 * error.sum(axis=0), rtol=1e-5, atol=1e-6)
+    standardized = train_head(weight, bias, features, labels, TrainingSettings(epochs=1, batch_size=8, l2=0.0))
+    assert not np.allclose(standardized.weight, update.weight)  # the default standardizes locally
+
+
 def test_training_refuses_a_head_that_does_not_fit() -> None:
     features = np.ones((4, 8), np.float32)
     with pytest.raises(TrainingError, match="features"):
@@ -86,6 +103,8 @@ def test_the_int8_backbone_embeds_windows() -> None:
     features = embedder.embed(synthetic_windows(np.arange(5), seed=0))
     assert features.shape == (5, embedder.features)
     assert embedder.features == json.loads(DESCRIPTION.read_text())["features"]
+    assert embedder.standardized  # models/federated.py standardizes the embedding for the fleet and says so
+    assert np.abs(embedder.embed(synthetic_windows(np.arange(5), seed=0))).max() < 100
     with pytest.raises(TrainingError, match="sha256"):
         OnnxEmbedder(BACKBONE_INT8, sha256="0" * 64)
 
@@ -118,3 +137,25 @@ def test_a_client_trains_signs_and_checks_its_inclusion_proof(tmp_path: Path) ->
 def test_the_fixed_embedder_double_keeps_the_interface() -> None:
     embedder = FixedEmbedder(512, 16)
     assert embedder.embed(synthetic_windows(np.arange(3), seed=0)).shape == (3, 16)
+    assert not embedder.standardized
+
+
+def test_a_client_on_a_standardized_backbone_trains_without_local_standardization(tmp_path: Path) -> None:
+    labels = np.arange(40, dtype=np.int64) % 4
+    windows = synthetic_windows(labels, seed=2)
+    head = np.zeros((4, 16), np.float32), np.zeros(4, np.float32)
+    settings = TrainingSettings(epochs=3, learning_rate=0.05)
+    updates = {}
+    for standardized in (False, True):
+        embedder = FixedEmbedder(512, 16, standardized=standardized)
+        with LocalDataset(tmp_path / f"fl-{standardized}.db") as dataset:
+            dataset.add_many(windows, labels, source="verdict", id_prefix="v")
+            client = FederatedClient(
+                device_id="dev-1", key=Ed25519PrivateKey.generate(), dataset=dataset, embedder=embedder
+            )
+            updates[standardized] = client.train(1, *head, settings).training
+    features = FixedEmbedder(512, 16).embed(windows)
+    plain = train_head(*head, features, labels, TrainingSettings(epochs=3, learning_rate=0.05, standardize=False))
+    np.testing.assert_array_equal(updates[True].weight, plain.weight)
+    local = train_head(*head, features, labels, settings)
+    np.testing.assert_array_equal(updates[False].weight, local.weight)
