@@ -484,7 +484,7 @@ def select_configuration(
     keeps: Sequence[float] = (0.5, 0.25, 0.1),
     folds: int = 5,
     seed: int = 0,
-    tolerance: float = 0.0,
+    tolerance: float = 0.01,
     standardize: bool = False,
 ) -> Selection:
     """Choose the feature count and the pruning by stratified cross-validation on training windows only.
