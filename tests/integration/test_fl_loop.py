@@ -140,7 +140,7 @@ async def test_rounds_on_the_fleet_give_a_better_model_that_goes_live_with_its_h
                 state,
                 **{
                     "num-rounds": 3,
-                    "strategy": "fedmedian",
+                    "strategy": "fedgeomedian",
                     "chain": "evm",
                     "chain-url": evm_node,
                     "chain-contract": contract,
