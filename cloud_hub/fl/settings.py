@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cloud_hub.fl.errors import SettingsError
+from cloud_hub.fl.geomedian import INLIER_RADIUS
 
 StrategyName = Literal["fedavg", "fedgeomedian", "fedmedian", "fedtrimmedavg", "multikrum"]
 ROBUST_DEFAULT: StrategyName = "fedgeomedian"
@@ -28,7 +29,9 @@ class RunSettings(BaseModel):
     fraction_train: float = Field(default=1.0, gt=0.0, le=1.0)
     fraction_evaluate: float = Field(default=1.0, ge=0.0, le=1.0)
     inlier_radius: float = Field(
-        default=2.0, ge=0.0, description="FedGeoMedian: updates kept within this × the median distance; 0: the median."
+        default=INLIER_RADIUS,
+        ge=0.0,
+        description="FedGeoMedian: updates kept within this × the median distance; 0: the median.",
     )
     trim_beta: float = Field(default=0.2, ge=0.0, lt=0.5, description="FedTrimmedAvg: share cut at each end.")
     krum_malicious: int = Field(default=1, ge=0, description="MultiKrum: attackers tolerated.")

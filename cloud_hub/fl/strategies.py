@@ -5,7 +5,7 @@ from __future__ import annotations
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, MultiKrum, Strategy
 
 from cloud_hub.fl.errors import SettingsError
-from cloud_hub.fl.geomedian import FedGeoMedian
+from cloud_hub.fl.geomedian import INLIER_RADIUS, FedGeoMedian
 from cloud_hub.fl.settings import RunSettings, StrategyName
 from protocol.updates import RecordNames as R
 
@@ -18,7 +18,7 @@ def build_strategy(
     min_nodes: int = 2,
     fraction_train: float = 1.0,
     fraction_evaluate: float = 1.0,
-    inlier_radius: float = 2.0,
+    inlier_radius: float = INLIER_RADIUS,
     trim_beta: float = 0.2,
     krum_malicious: int = 1,
     krum_select: int = 2,

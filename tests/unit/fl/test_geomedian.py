@@ -8,7 +8,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.supercore.task_identity import TaskIdentity
 
-from cloud_hub.fl.geomedian import FedGeoMedian, geometric_median, inlier_mean
+from cloud_hub.fl.geomedian import INLIER_RADIUS, FedGeoMedian, geometric_median, inlier_mean
 from cloud_hub.fl.strategies import build_strategy
 from protocol.updates import RecordNames as R
 
@@ -50,6 +50,16 @@ def test_scaled_sign_flipped_updates_are_left_out() -> None:
     assert 0 < lean < np.linalg.norm(attackers.mean(axis=0) - honest.mean(axis=0)) / 4
 
 
+def test_the_default_radius_leaves_out_unscaled_sign_flips_too() -> None:
+    # Non-IID honest updates: a shared step smaller than how much they disagree (as in docs/federated.md).
+    rng = np.random.default_rng(4)
+    honest = rng.normal(loc=0.6, scale=1.0, size=(8, 200))
+    attackers = -rng.normal(loc=0.6, scale=1.0, size=(2, 200))
+    assert inlier_mean(np.vstack([attackers, honest]), 2.0).kept[:2].all()  # a radius of 2 keeps them
+    result = inlier_mean(np.vstack([attackers, honest]), INLIER_RADIUS)
+    assert not result.kept[:2].any() and result.kept[2:].all()
+
+
 def test_a_negative_radius_is_refused() -> None:
     with pytest.raises(ValueError, match="inlier_radius"):
         inlier_mean(np.zeros((3, 2)), -1.0)
@@ -77,8 +87,9 @@ def test_the_strategy_aggregates_whole_heads_and_ignores_claimed_examples(monkey
         (rng.normal(1.0, 0.3, size=(3, 4)).astype(np.float32), rng.normal(size=3).astype(np.float32)) for _ in range(8)
     ]
     attacker = (np.full((3, 4), -50.0, np.float32), np.full(3, -50.0, np.float32))
-    strategy = build_strategy("fedgeomedian", min_nodes=2)
-    assert isinstance(strategy, FedGeoMedian) and strategy.inlier_radius == 2.0
+    assert build_strategy("fedgeomedian").inlier_radius == INLIER_RADIUS  # type: ignore[attr-defined]
+    strategy = build_strategy("fedgeomedian", min_nodes=2, inlier_radius=2.0)
+    assert isinstance(strategy, FedGeoMedian)
     replies = [_reply(i + 1, w, b, 10) for i, (w, b) in enumerate(honest)] + [_reply(99, *attacker, 1_000_000)]
     arrays, metrics = strategy.aggregate_train(1, replies)
     assert arrays is not None and metrics is not None
