@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from cloud_hub.fl.evaluation import HoldoutEvaluation, embed  # noqa: E402
 from cloud_hub.fl.settings import ROBUST_DEFAULT  # noqa: E402
-from edge_agent.fl.head import TrainingSettings, accuracy, standardization, train_head  # noqa: E402
+from edge_agent.fl.head import TrainingSettings, accuracy, step_scaling, train_head  # noqa: E402
 from edgefleet.federation import Experiment, dirichlet_partition, prepare_fleet, run_experiment  # noqa: E402
 from models import federated  # noqa: E402
 
@@ -179,10 +179,7 @@ def local_training(
 
     # The same steps as the numpy head (edge_agent.fl.head): over locally standardized features where it
     # standardizes them.
-    if settings.standardize:
-        mean, scale = standardization(features)
-    else:
-        mean, scale = np.zeros(features.shape[1], np.float32), np.ones(features.shape[1], np.float32)
+    mean, scale = step_scaling(features, settings)
 
     def torch_head() -> Any:
         head = torch.nn.Linear(weight.shape[1], weight.shape[0])

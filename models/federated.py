@@ -188,29 +188,28 @@ def head_weight_bits(model: onnx.ModelProto) -> int | None:
 def cut_backbone(
     source: Path,
     target: Path,
-    centre: npt.NDArray[np.float32] | None = None,
-    spread: npt.NDArray[np.float32] | None = None,
+    standardize: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None,
 ) -> tuple[Path, str, int]:
     """Write the part of ``source`` that computes its head's input, as output ``embedding``.
 
-    With ``centre`` (and ``spread``), the embedding is that input minus ``centre`` (an fp32 ``Sub``, node
-    :data:`CENTRE_NODE`), divided by ``spread`` (an fp32 ``Div``, node :data:`SPREAD_NODE`; the model then
-    says so in its metadata, :data:`EMBEDDING_STANDARDIZED_KEY`). Returns the file, the tensor cut at and the
-    embedding's width.
+    With ``standardize`` = ``(centre, spread)``, the embedding is that input minus ``centre`` (an fp32 ``Sub``,
+    node :data:`CENTRE_NODE`), divided by ``spread`` (an fp32 ``Div``, node :data:`SPREAD_NODE`), and the
+    model says so in its metadata (:data:`EMBEDDING_STANDARDIZED_KEY`). Returns the file, the tensor cut at
+    and the embedding's width.
     """
     model = onnx.shape_inference.infer_shapes(onnx.load(str(source)))
     embedding_tensor = find_head(model).embedding
     extracted = utils.Extractor(model).extract_model(["window"], [embedding_tensor])
-    if centre is None:
+    if standardize is None:
         extracted.graph.node.append(helper.make_node("Identity", [embedding_tensor], ["embedding"], name="embedding"))
     else:
-        centred = "embedding" if spread is None else "federated.embedding.centred"
+        centre, spread = standardize
+        centred = "federated.embedding.centred"
         extracted.graph.initializer.append(onnx.numpy_helper.from_array(centre.astype(np.float32), CENTRE))
+        extracted.graph.initializer.append(onnx.numpy_helper.from_array(spread.astype(np.float32), SPREAD))
         extracted.graph.node.append(helper.make_node("Sub", [embedding_tensor, CENTRE], [centred], name=CENTRE_NODE))
-        if spread is not None:
-            extracted.graph.initializer.append(onnx.numpy_helper.from_array(spread.astype(np.float32), SPREAD))
-            extracted.graph.node.append(helper.make_node("Div", [centred, SPREAD], ["embedding"], name=SPREAD_NODE))
-            onnx.helper.set_model_props(extracted, {EMBEDDING_STANDARDIZED_KEY: "true"})
+        extracted.graph.node.append(helper.make_node("Div", [centred, SPREAD], ["embedding"], name=SPREAD_NODE))
+        onnx.helper.set_model_props(extracted, {EMBEDDING_STANDARDIZED_KEY: "true"})
     features = extracted.graph.output[0].type.tensor_type.shape.dim[-1].dim_value
     if not features:  # shape inference left the width open: run the cut once to read it
         session = ort.InferenceSession(extracted.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -328,10 +327,10 @@ def build(output_dir: Path = COMMITTED, *, seed: int = 0, source_dir: Path = COM
     backbone_int8, cut_int8, features = cut_backbone(source_dir / SOURCE_INT8, output_dir / BACKBONE_INT8)
     centre, spread = standardization(embed(backbone_int8, train))
     backbone_int8, cut_int8, features = cut_backbone(
-        source_dir / SOURCE_INT8, output_dir / BACKBONE_INT8, centre, spread
+        source_dir / SOURCE_INT8, output_dir / BACKBONE_INT8, (centre, spread)
     )
     backbone_fp32, cut_fp32, features_fp32 = cut_backbone(
-        source_dir / SOURCE_FP32, output_dir / BACKBONE_FP32, centre, spread
+        source_dir / SOURCE_FP32, output_dir / BACKBONE_FP32, (centre, spread)
     )
     if features != features_fp32:
         raise ValueError(f"the int8 backbone gives {features} features, the fp32 one {features_fp32}")

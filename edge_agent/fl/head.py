@@ -114,6 +114,13 @@ def standardization(features: FloatArray) -> tuple[FloatArray, FloatArray]:
     return mean.astype(np.float32), np.where(scale > 0, scale, 1.0).astype(np.float32)
 
 
+def step_scaling(features: FloatArray, settings: TrainingSettings) -> tuple[FloatArray, FloatArray]:
+    """``(mean, scale)`` the SGD steps run in: :func:`standardization`, or none (0, 1) without ``standardize``."""
+    if settings.standardize:
+        return standardization(features)
+    return np.zeros(features.shape[1], np.float32), np.ones(features.shape[1], np.float32)
+
+
 def train_head(
     weight: npt.ArrayLike,
     bias: npt.ArrayLike,
@@ -133,10 +140,7 @@ def train_head(
     one_hot = np.eye(classes, dtype=np.float32)[labels]
     rng = np.random.default_rng(settings.seed)
     # logits = w x + b = (w * scale) z + (b + w mean) with z = (x - mean) / scale
-    if settings.standardize:
-        mean, scale = standardization(features)
-    else:
-        mean, scale = np.zeros(w.shape[1], np.float32), np.ones(w.shape[1], np.float32)
+    mean, scale = step_scaling(features, settings)
     standardized = (features - mean) / scale
     b = b + w @ mean
     w = w * scale
