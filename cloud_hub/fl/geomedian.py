@@ -29,12 +29,11 @@ import numpy.typing as npt
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
+from cloud_hub.fl.settings import INLIER_RADIUS
+
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
-INLIER_RADIUS = 1.25
-"""The default radius, in median distances to the geometric median (docs/federated.md: 2 let unscaled sign
-flips in; 1.25 leaves them out and drops a few honest updates of clean rounds)."""
 WEISZFELD_ITERATIONS = 200
 WEISZFELD_TOLERANCE = 1e-9
 

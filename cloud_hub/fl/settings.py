@@ -12,10 +12,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cloud_hub.fl.errors import SettingsError
-from cloud_hub.fl.geomedian import INLIER_RADIUS
 
 StrategyName = Literal["fedavg", "fedgeomedian", "fedmedian", "fedtrimmedavg", "multikrum"]
 ROBUST_DEFAULT: StrategyName = "fedgeomedian"
+INLIER_RADIUS = 1.25
+"""FedGeoMedian's default radius, in median distances to the geometric median (docs/federated.md: 2 let
+unscaled sign flips in; 1.25 leaves them out and drops a few honest updates of clean rounds)."""
 
 
 class RunSettings(BaseModel):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, MultiKrum, Strategy
 
 from cloud_hub.fl.errors import SettingsError
-from cloud_hub.fl.geomedian import INLIER_RADIUS, FedGeoMedian
-from cloud_hub.fl.settings import RunSettings, StrategyName
+from cloud_hub.fl.geomedian import FedGeoMedian
+from cloud_hub.fl.settings import INLIER_RADIUS, RunSettings, StrategyName
 from protocol.updates import RecordNames as R
 
 STRATEGIES: tuple[StrategyName, ...] = ("fedavg", "fedgeomedian", "fedmedian", "fedtrimmedavg", "multikrum")

@@ -8,7 +8,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.supercore.task_identity import TaskIdentity
 
-from cloud_hub.fl.geomedian import INLIER_RADIUS, FedGeoMedian, geometric_median, inlier_mean
+from cloud_hub.fl.geomedian import FedGeoMedian, geometric_median, inlier_mean
+from cloud_hub.fl.settings import INLIER_RADIUS
 from cloud_hub.fl.strategies import build_strategy
 from protocol.updates import RecordNames as R
 
