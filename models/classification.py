@@ -114,8 +114,6 @@ class Architecture:
     widths: tuple[int, ...]
     kernels: tuple[int, ...]
     pools: tuple[int, ...]
-    both_views: bool = False
-    """Square images: the network reads the rows and the columns as channels (see :class:`SeriesClassifier`)."""
 
 
 @dataclass(frozen=True)
@@ -226,18 +224,14 @@ def _network(
         axes = (0, 2) if train.ndim == 3 else (0, 1)
         mean = np.atleast_1d(train.mean(axis=axes)).tolist()
         std = np.atleast_1d(train.std(axis=axes) + 1e-6).tolist()
-    channels = _channels(train)
-    if shape.both_views and train.shape[1:] != (channels, channels):
-        raise ValueError(f"both_views needs square images, got windows of shape {train.shape[1:]}")
     return SeriesClassifier(
-        channels * (2 if shape.both_views else 1),
+        _channels(train),
         shape.widths,
         shape.kernels,
         shape.pools,
         len(data.class_names),
         input_mean=mean,
         input_std=std,
-        both_views=shape.both_views,
     )
 
 
@@ -859,8 +853,7 @@ def _descriptions(
             f"ensemble of {plan.cloud_networks} CNNs, channels {plan.cloud.widths}, kernels {plan.cloud.kernels}{views}"
         ),
         "edge_fp32": (
-            f"CNN{' over the rows and columns' if plan.student.both_views else ''} distilled from the ensemble, "
-            f"channels {plan.student.widths} pruned to "
+            f"CNN distilled from the ensemble, channels {plan.student.widths} pruned to "
             f"{results['edge_fp32'].parameters:,} parameters ({shipped_beside})"
         ),
         "edge_int8": f"the pruned CNN, static int8 QDQ (per-channel); {calibration}",
@@ -990,15 +983,10 @@ def _models_markdown(
     """The card's "Models" section: the recipe that made the variants."""
     edge, unpruned = results["edge_int8"], results["edge_unpruned"]
     transposed = (
-        f" Each fold has two members, {plan.cloud_networks} in all: one reads the image's rows as channels, the "
-        "other its columns (the image transposed in the graph), each trained from its own seed (the pair was "
-        "preferred by cross-validation on the training split: `docs/decisions.md`)."
+        f" Each fold has two members, {plan.cloud_networks} in all: one reads the image's rows as channels (as the "
+        "edge model does), the other its columns (the image transposed in the graph), each trained from its own "
+        "seed (the pair was preferred by cross-validation on the training split: `docs/decisions.md`)."
         if plan.transposed_members
-        else ""
-    )
-    student_views = (
-        " reading the image's rows and, as further channels, its columns (transposed in the graph)"
-        if plan.student.both_views
         else ""
     )
     first_line = (
@@ -1035,8 +1023,8 @@ def _models_markdown(
   {plan.cloud.pools}, BatchNorm, ReLU, global average pooling), member *k* trained without fold *k* for
   {plan.cloud_recipe.epochs} epochs (AdamW, one-cycle schedule, label smoothing, time shifts, jitter,
   amplitude scaling); probabilities averaged.{transposed}
-- **Edge**: a CNN with channels {plan.student.widths}{student_views} distilled from the ensemble on all training
-  windows for {plan.student_recipe.epochs} epochs (temperature {plan.distillation.temperature}, mixup labelled by the
+- **Edge**: a CNN with channels {plan.student.widths} distilled from the ensemble on all training windows for
+  {plan.student_recipe.epochs} epochs (temperature {plan.distillation.temperature}, mixup labelled by the
   teacher), then **structurally pruned**: each convolution keeps its {plan.keep_ratio:.0%} most important
   channels (filter L1 norm × BatchNorm scale), the others are removed with the weights that read them, so
   multiply-accumulates fall from {unpruned.macs:,} to {edge.macs:,} per window; then fine-tuned by

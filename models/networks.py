@@ -137,10 +137,6 @@ class SeriesClassifier(nn.Module):
     ``input_mean`` and ``input_std`` (one per channel) make a fixed affine normalization the graph's first
     step, for sensors whose absolute level carries information (per-window z-normalization would erase
     it). Max pooling after a block (``pools[i] > 1``) shortens long series cheaply.
-
-    With ``both_views``, a square image ``[batch, row, column]`` is read twice in one network: its rows and,
-    concatenated after them as further channels, its columns (the image transposed in the graph), so that
-    the first convolution slides along both axes at once; ``in_channels`` counts both views' channels.
     """
 
     input_mean: torch.Tensor
@@ -156,15 +152,11 @@ class SeriesClassifier(nn.Module):
         *,
         input_mean: Sequence[float] | None = None,
         input_std: Sequence[float] | None = None,
-        both_views: bool = False,
     ) -> None:
         super().__init__()
         if not len(widths) == len(kernels) == len(pools):
             raise ValueError("widths, kernels and pools must have the same length")
-        if both_views and (in_channels % 2 or input_mean is not None):
-            raise ValueError("both_views reads square images without an in-graph normalization")
         self.in_channels = in_channels
-        self.both_views = both_views
         self.kernels, self.pools = tuple(kernels), tuple(pools)
         self.normalizes = input_mean is not None
         mean = torch.tensor(input_mean if input_mean is not None else [0.0] * in_channels, dtype=torch.float32)
@@ -191,8 +183,6 @@ class SeriesClassifier(nn.Module):
         """Logits ``[batch, classes]`` for windows ``[batch, sample]`` (one channel) or ``[batch, channel, sample]``."""
         if windows.dim() == 2:
             windows = windows.unsqueeze(1)
-        if self.both_views:
-            windows = torch.cat([windows, windows.transpose(1, 2)], dim=1)
         if self.normalizes:
             windows = (windows - self.input_mean) * self.input_scale
         features: torch.Tensor = self.pool(self.features(windows))

@@ -55,7 +55,6 @@ def _narrowed(model: SeriesClassifier, kept: Sequence[torch.Tensor]) -> SeriesCl
         model.kernels,
         model.pools,
         head.out_features,
-        both_views=model.both_views,
     )
     pruned.normalizes = model.normalizes
     pruned.input_mean.copy_(model.input_mean)
