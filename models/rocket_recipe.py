@@ -62,7 +62,7 @@ class RocketPlan:
     """Shares of features the pruned edge model may keep."""
     tolerance: float = 0.01
     """The pruned model keeps the fewest features whose cross-validated accuracy is within this of the full."""
-    teacher_shares: tuple[float, ...] = (0.5, 0.25, 0.75, 0.0, 1.0)
+    teacher_shares: tuple[float, ...] = (0.5,)
     """Weights of the cloud's probabilities in the edge head's ridge targets (the labels have the rest) that the
     fold edge models' out-of-fold accuracy chooses from; a tie goes to the earlier one."""
     selection_folds: int = 5
@@ -70,7 +70,7 @@ class RocketPlan:
     @classmethod
     def quick(cls) -> RocketPlan:
         """A plan for quick builds (tests): small feature counts, three selection folds."""
-        return cls(cloud_features=1_000, feature_counts=(420, 840), selection_folds=3, teacher_shares=(0.5,))
+        return cls(cloud_features=1_000, feature_counts=(420, 840), selection_folds=3)
 
 
 def softmax(scores: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
