@@ -1008,7 +1008,7 @@ def _models_markdown(
   pooling by `Greater`, `Cast`, `ReduceMean`, a `Gemm` head, `Softmax`). Its feature count and the share
   it keeps were chosen by {rocket.selection_folds}-fold cross-validation on the training split ({notes["selection"]}).
   **Distilled** from the cloud model: the ridge head regresses a mix of the one-hot labels and the cloud's
-  probabilities on the training windows (teacher share {notes["teacher_share"]}). **Structurally pruned**: the
+  probabilities on the training windows (teacher share {rocket.teacher_share:.0%}). **Structurally pruned**: the
   features that move the head's scores least are removed with their bias, head column and, where no other
   feature needs it, their kernel's convolution channel, and the head is fitted again: {notes["edge_features"]}
   features kept, multiply-accumulates {unpruned.macs:,} → {edge.macs:,} per window (convolutions and head).

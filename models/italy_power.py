@@ -657,7 +657,7 @@ unit in the manifest (kW) matters only to the agent.
   chosen by {plan.rocket.selection_folds}-fold cross-validation on the training split
   ({notes["selection"]}). **Distilled** from the cloud model: the ridge head regresses a mix of the
   one-hot labels and the cloud's probabilities on the {train_count} training windows (teacher share
-  {notes["teacher_share"]}). **Structurally pruned**: the features that move the head least are
+  {plan.rocket.teacher_share:.0%}). **Structurally pruned**: the features that move the head least are
   removed with their bias, head column and unused convolution channels, and the head is fitted again
   ({notes["edge_features"]} features kept). **Calibrated**: its scores are divided by a temperature
   ({notes["edge_temperature"]}) fitted on out-of-fold scores, folded into the head, so that the agent's

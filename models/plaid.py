@@ -36,7 +36,7 @@ TASK = ClassificationTask(
     unit="A",
     sample_rate_hz=None,  # the archive's series are resampled from 30 kHz; it does not state their rate
     layout="batch, sample",
-    full=SHAPE.plan(folds=5, epochs=100, rocket=RocketPlan(teacher_shares=(0.5, 0.25, 0.75, 0.0, 1.0))),
+    full=SHAPE.plan(folds=5, epochs=100, rocket=RocketPlan()),
     quick=SHAPE.plan(folds=2, epochs=10, rocket=RocketPlan.quick()),
     about=(
         "UCR archive's PLAID (Plug Load Appliance Identification Dataset), bundled with sktime (no "

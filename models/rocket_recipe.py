@@ -62,9 +62,8 @@ class RocketPlan:
     """Shares of features the pruned edge model may keep."""
     tolerance: float = 0.01
     """The pruned model keeps the fewest features whose cross-validated accuracy is within this of the full."""
-    teacher_shares: tuple[float, ...] = (0.5,)
-    """Weights of the cloud's probabilities in the edge head's ridge targets (the labels have the rest) that the
-    fold edge models' out-of-fold accuracy chooses from; a tie goes to the earlier one."""
+    teacher_share: float = 0.5
+    """Weight of the cloud's probabilities in the edge head's ridge targets (the labels have the rest)."""
     selection_folds: int = 5
 
     @classmethod
@@ -169,28 +168,24 @@ class RocketEdge:
     pruned: RocketClassifier
 
 
-def fit_edges(
+def fit_edge(
     windows: npt.NDArray[np.float32],
     labels: npt.NDArray[np.int64],
     teacher: npt.NDArray[np.floating],
     selection: Selection,
-    shares: Sequence[float],
+    plan: RocketPlan,
     *,
     seed: int,
-) -> dict[float, RocketEdge]:
-    """Per teacher share, the edge model: one front end with ``selection``'s feature count, the head distilled
-    with that share, pruned, refitted (the front end and its features are computed once for all shares)."""
+) -> RocketEdge:
+    """Fit the edge model's front end with ``selection``'s feature count, distil its head, prune, refit."""
     windows = np.asarray(windows, dtype=np.float32)
     front = RocketFrontEnd(fit_features(windows, selection.pruned_features, seed=seed)).eval()
     features = transform(front, windows)
-    edges = {}
-    for share in shares:
-        head = fit_distilled_head(features, labels, teacher, share=share)
-        chosen = pruned_indices(head.importance, selection.keep)
-        small_front = RocketFrontEnd(front.features.select(chosen)).eval()
-        small_head = fit_distilled_head(features[:, chosen], labels, teacher, share=share)
-        edges[share] = RocketEdge(unpruned=with_head(front, head), pruned=with_head(small_front, small_head))
-    return edges
+    head = fit_distilled_head(features, labels, teacher, share=plan.teacher_share)
+    chosen = pruned_indices(head.importance, selection.keep)
+    small_front = RocketFrontEnd(front.features.select(chosen)).eval()
+    small_head = fit_distilled_head(features[:, chosen], labels, teacher, share=plan.teacher_share)
+    return RocketEdge(unpruned=with_head(front, head), pruned=with_head(small_front, small_head))
 
 
 class BlendedCloud(nn.Module):
@@ -235,9 +230,6 @@ class RocketModels:
     cloud_temperature: float
     cnn_weight: float
     edge_temperature: float
-    teacher_share: float
-    share_accuracy: dict[float, float]
-    """Out-of-fold accuracy of the fold edge models (fp32) for each teacher share tried."""
 
     def notes(self) -> dict[str, str]:
         """The figures a model card states."""
@@ -255,13 +247,6 @@ class RocketModels:
                 else ""
             ),
             "edge_temperature": f"{self.edge_temperature:.4g}",
-            "teacher_share": f"{self.teacher_share:.0%}"
-            + (
-                ""
-                if len(self.share_accuracy) == 1
-                else ", chosen by the fold edge models' out-of-fold accuracy among "
-                + ", ".join(f"{share:.0%} ({accuracy:.3f})" for share, accuracy in self.share_accuracy.items())
-            ),
             "edge_features": f"{len(self.edge.pruned.front.features):,} of {len(self.edge.unpruned.front.features):,}",
             "selection": (
                 f"{selection.pruned_features:,} features requested, {selection.keep:.0%} kept "
@@ -322,9 +307,8 @@ def fit_rocket_models(
         tolerance=plan.tolerance,
     )
     advance()
-    shares = tuple(plan.teacher_shares)
-    held_out_by_share = {share: np.zeros((len(train), classes)) for share in shares}
-    fold_edges_by_share: dict[float, list[RocketClassifier]] = {share: [] for share in shares}
+    edge_held_out = np.zeros((len(train), classes))
+    fold_edges: list[RocketClassifier] = []
     for index, (fold, fit) in enumerate(zip(folds, fits, strict=True)):
         describe(f"edge rocket, fold {index + 1}/{len(folds)}")
         teacher = blend(
@@ -332,16 +316,10 @@ def fit_rocket_models(
             softmax(rocket_scores(fold_rockets[index], train[fit]) / cloud_temperature),
             cnn_weight,
         )
-        fold_edges = fit_edges(train[fit], labels[fit], teacher, selection, shares, seed=seed * 1000 + 100 + index)
-        for share, fold_edge in fold_edges.items():
-            fold_edges_by_share[share].append(fold_edge.pruned)
-            held_out_by_share[share][fold] = rocket_scores(fold_edge.pruned, train[fold])
+        fold_edge = fit_edge(train[fit], labels[fit], teacher, selection, plan, seed=seed * 1000 + 100 + index)
+        fold_edges.append(fold_edge.pruned)
+        edge_held_out[fold] = rocket_scores(fold_edge.pruned, train[fold])
         advance()
-    share_accuracy = {
-        share: float(np.mean(scores.argmax(axis=1) == labels)) for share, scores in held_out_by_share.items()
-    }
-    teacher_share = max(shares, key=lambda share: (share_accuracy[share], -shares.index(share)))
-    edge_held_out = held_out_by_share[teacher_share]
     edge_temperature = fit_temperature(edge_held_out, labels)
 
     describe("cloud and edge, all training windows")
@@ -349,15 +327,13 @@ def fit_rocket_models(
         fit_cloud_rocket(train, labels, classes, plan, seed=seed * 1000 + 999), cloud_temperature
     )
     cloud = BlendedCloud(AveragedEnsemble(list(members)).eval(), cloud_rocket, cnn_weight).eval()
-    edge = fit_edges(
-        train, labels, predict_probabilities(cloud, train), selection, (teacher_share,), seed=seed * 1000 + 999
-    )[teacher_share]
+    edge = fit_edge(train, labels, predict_probabilities(cloud, train), selection, plan, seed=seed * 1000 + 999)
     advance()
     return RocketModels(
         cloud=cloud,
         edge=edge,
         calibrated_edge=with_temperature(edge.pruned, edge_temperature),
-        fold_edges=[with_temperature(model, edge_temperature) for model in fold_edges_by_share[teacher_share]],
+        fold_edges=[with_temperature(model, edge_temperature) for model in fold_edges],
         held_out={
             "cloud": np.asarray(cloud_held_out.argmax(axis=1), dtype=np.int64),
             "edge_fp32": np.asarray(edge_held_out.argmax(axis=1), dtype=np.int64),
@@ -366,6 +342,4 @@ def fit_rocket_models(
         cloud_temperature=cloud_temperature,
         cnn_weight=cnn_weight,
         edge_temperature=edge_temperature,
-        teacher_share=teacher_share,
-        share_accuracy=share_accuracy,
     )

@@ -57,32 +57,6 @@ def test_pruning_keeps_the_most_important_channels() -> None:
     np.testing.assert_allclose(pruned.features[1].weight.detach().numpy(), [1.0, 2.0])
 
 
-def test_a_two_view_network_reads_rows_and_columns_and_survives_pruning() -> None:
-    torch = pytest.importorskip("torch")
-    from models.networks import SeriesClassifier
-    from models.pruning import prune_channels
-
-    torch.manual_seed(0)
-    model = SeriesClassifier(8, (8,), (3,), (1,), 3, both_views=True).eval()
-    image = torch.rand(2, 4, 4)
-    captured: list[torch.Tensor] = []
-    with torch.no_grad():
-        # The first convolution's input holds the rows as channels 0-3 and the columns as channels 4-7.
-        seen = model.features[0].register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0]))
-        model(image)
-        seen.remove()
-    assert torch.equal(captured[0][:, :4], image)
-    assert torch.equal(captured[0][:, 4:], image.transpose(1, 2))
-
-    pruned = prune_channels(model, 0.5, minimum=1)
-    assert pruned.both_views and pruned.widths == (4,)
-    untouched = prune_channels(model, 1.0)
-    with torch.no_grad():
-        np.testing.assert_allclose(untouched(image).numpy(), model(image).numpy(), atol=1e-6)
-    with pytest.raises(ValueError, match="square"):
-        SeriesClassifier(7, (8,), (3,), (1,), 3, both_views=True)
-
-
 def test_a_reading_scores_the_highest_window_that_contains_it() -> None:
     from models.series_scoring import reading_scores, sliding_windows
 

@@ -100,26 +100,4 @@ def test_fit_rocket_models_fits_calibrated_pruned_edge_and_blend() -> None:
         "edge_temperature",
         "edge_features",
         "selection",
-        "teacher_share",
     }
-    assert fitted.teacher_share == 0.5 and fitted.notes()["teacher_share"] == "50%"
-
-
-def test_the_teacher_share_is_the_one_whose_fold_edges_score_best_out_of_fold() -> None:
-    torch.manual_seed(0)
-    windows, labels = _three_classes(60, seed=4)
-    folds = [np.arange(start, start + 20) for start in (0, 20, 40)]
-    members = [torch.nn.Sequential(torch.nn.Linear(WINDOW, 3)).eval() for _ in folds]
-    plan = recipe.RocketPlan(
-        cloud_features=336, feature_counts=(168,), keeps=(0.5,), selection_folds=3, teacher_shares=(1.0, 0.0)
-    )
-    fitted = recipe.fit_rocket_models(windows, labels, 3, folds, members, plan, seed=0)
-    assert list(fitted.share_accuracy) == [1.0, 0.0]
-    best = max(fitted.share_accuracy.values())
-    assert fitted.share_accuracy[fitted.teacher_share] == best
-    if fitted.share_accuracy[1.0] == best:  # a tie goes to the share listed first
-        assert fitted.teacher_share == 1.0
-    # The shipped recipe's out-of-fold figures are the chosen share's.
-    assert np.mean(fitted.held_out["edge_fp32"] == labels) == pytest.approx(best)
-    assert len(fitted.fold_edges) == 3
-    assert "chosen by the fold edge models' out-of-fold accuracy among 100% (" in fitted.notes()["teacher_share"]
