@@ -15,7 +15,7 @@ from protocol.messages import SensorKind
 
 SHAPE = TrainingShape(
     cloud=Architecture(widths=(64, 128, 128), kernels=(3, 3, 3), pools=(1, 1, 1)),
-    student=Architecture(widths=(32, 64, 64), kernels=(3, 3, 3), pools=(1, 1, 1)),
+    student=Architecture(widths=(64, 128, 128), kernels=(3, 3, 3), pools=(1, 1, 1)),
     batch_size=32,
     augmentation=SeriesAugmentation(max_shift=1, noise=0.05, scale=0.1, renormalize=False),
     transposed_members=True,
