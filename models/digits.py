@@ -2,7 +2,9 @@
 
 The models read the image as 8 rows (channels) of 8 pixels, scaled from 0–16 to 0–1; a 1D CNN across the
 columns with the rows as channels is small and quantizes well. The cloud ensemble also reads the columns as
-channels (each fold's member is a pair), a second view of the same image. Run ``python -m models.digits [--quick]``.
+channels (each fold's member is a pair), a second view of the same image. The edge student starts as wide as
+one member (the narrower student it replaced scored below MiniRocket even unpruned) and is pruned to half its
+channels (``docs/decisions.md``). Run ``python -m models.digits [--quick]``.
 """
 
 from __future__ import annotations
