@@ -31,6 +31,7 @@ SHAPE = TrainingShape(
     batch_size=64,
     augmentation=AUGMENTATION,
     keep_ratio=0.75,
+    transposed_members=True,
 )
 
 
