@@ -32,6 +32,7 @@ SHAPE = TrainingShape(
     augmentation=AUGMENTATION,
     keep_ratio=0.75,
     transposed_members=True,
+    distil_from_rows=True,
 )
 
 

@@ -133,6 +133,9 @@ class ClassificationPlan:
     """A MiniRocket-style edge model (and a rocket in the cloud blend) instead of the distilled CNN."""
     transposed_members: bool = False
     """Each fold's cloud member averages a CNN over the rows and one over the columns of the image."""
+    distil_from_rows: bool = False
+    """The edge student is distilled from the members' row CNNs only (it reads rows, as they do); the cloud
+    keeps both views."""
 
     @property
     def cloud_networks(self) -> int:
@@ -156,6 +159,8 @@ class TrainingShape:
     distillation: Distillation = dataclasses.field(default_factory=Distillation)
     transposed_members: bool = False
     """Images: each fold's cloud member is a pair, one CNN reading rows as channels, one reading columns."""
+    distil_from_rows: bool = False
+    """With :attr:`transposed_members`: the student (which reads rows) learns from the members' row CNNs only."""
 
     def plan(self, *, folds: int, epochs: int, rocket: RocketPlan | None = None) -> ClassificationPlan:
         """The plan of a build with ``folds`` cloud members trained ``epochs`` epochs each (and ``rocket``)."""
@@ -171,6 +176,7 @@ class TrainingShape:
             distillation=self.distillation,
             rocket=rocket,
             transposed_members=self.transposed_members,
+            distil_from_rows=self.distil_from_rows,
         )
 
 
@@ -402,6 +408,15 @@ def _cloud_member(
     return AveragedEnsemble([rows, Transposed(columns)]).eval()
 
 
+def _student_teacher(plan: ClassificationPlan, member: nn.Module) -> nn.Module:
+    """What the edge student learns from in ``member``: all of it, or its row CNN (``plan.distil_from_rows``)."""
+    if not plan.distil_from_rows:
+        return member
+    if not (plan.transposed_members and isinstance(member, AveragedEnsemble)):
+        raise ValueError("distil_from_rows needs members that are pairs (transposed_members)")
+    return member.members[0]
+
+
 def _train_cnn(
     task: ClassificationTask,
     plan: ClassificationPlan,
@@ -426,7 +441,14 @@ def _train_cnn(
         held_out["cloud"][fold] = _predict(member, train[fold])
         describe(f"edge student, fold {index + 1}/{plan.folds}")
         _, fold_edge = _edge_student(
-            task, plan, data, member, train[fit], labels[fit], seed=seed * 1000 + 100 + 2 * index, advance=advance
+            task,
+            plan,
+            data,
+            _student_teacher(plan, member),
+            train[fit],
+            labels[fit],
+            seed=seed * 1000 + 100 + 2 * index,
+            advance=advance,
         )
         held_out["edge_fp32"][fold] = _predict(fold_edge, train[fold])
         fold_fp32 = _export(fold_edge, scratch / f"fold{index}_fp32.onnx", train[fit][:8])
@@ -435,7 +457,12 @@ def _train_cnn(
 
     cloud = AveragedEnsemble(members).eval()
     describe("edge student, all training windows")
-    student, edge = _edge_student(task, plan, data, cloud, train, labels, seed=seed * 1000 + 999, advance=advance)
+    teacher = (
+        AveragedEnsemble([_student_teacher(plan, member) for member in members]).eval()
+        if plan.distil_from_rows
+        else cloud
+    )
+    student, edge = _edge_student(task, plan, data, teacher, train, labels, seed=seed * 1000 + 999, advance=advance)
 
     describe("export and quantize")
     _export(cloud, paths["cloud_fp32"], train[:8])
@@ -848,12 +875,13 @@ def _descriptions(
             "edge_int8": f"the pruned MiniRocket-style model, static int8 QDQ (head per class); {calibration}",
         }
     views = ", half of them reading the image's columns as channels" if plan.transposed_members else ""
+    source = "'s CNNs over the rows" if plan.distil_from_rows else ""
     return {
         "cloud_fp32": (
             f"ensemble of {plan.cloud_networks} CNNs, channels {plan.cloud.widths}, kernels {plan.cloud.kernels}{views}"
         ),
         "edge_fp32": (
-            f"CNN distilled from the ensemble, channels {plan.student.widths} pruned to "
+            f"CNN distilled from the ensemble{source}, channels {plan.student.widths} pruned to "
             f"{results['edge_fp32'].parameters:,} parameters ({shipped_beside})"
         ),
         "edge_int8": f"the pruned CNN, static int8 QDQ (per-channel); {calibration}",
@@ -982,6 +1010,11 @@ def _models_markdown(
 ) -> str:
     """The card's "Models" section: the recipe that made the variants."""
     edge, unpruned = results["edge_int8"], results["edge_unpruned"]
+    source = (
+        "'s CNNs over the rows (it reads the rows as they do; what the columns' CNNs see it cannot imitate)"
+        if plan.distil_from_rows
+        else ""
+    )
     transposed = (
         f" Each fold has two members, {plan.cloud_networks} in all: one reads the image's rows as channels (as the "
         "edge model does), the other its columns (the image transposed in the graph), each trained from its own "
@@ -1023,7 +1056,7 @@ def _models_markdown(
   {plan.cloud.pools}, BatchNorm, ReLU, global average pooling), member *k* trained without fold *k* for
   {plan.cloud_recipe.epochs} epochs (AdamW, one-cycle schedule, label smoothing, time shifts, jitter,
   amplitude scaling); probabilities averaged.{transposed}
-- **Edge**: a CNN with channels {plan.student.widths} distilled from the ensemble on all training windows for
+- **Edge**: a CNN with channels {plan.student.widths} distilled from the ensemble{source} on all training windows for
   {plan.student_recipe.epochs} epochs (temperature {plan.distillation.temperature}, mixup labelled by the
   teacher), then **structurally pruned**: each convolution keeps its {plan.keep_ratio:.0%} most important
   channels (filter L1 norm × BatchNorm scale), the others are removed with the weights that read them, so
