@@ -67,3 +67,30 @@ def test_a_training_shape_makes_the_plans_of_both_budgets() -> None:
     assert (plan.folds, plan.cloud_recipe.epochs, plan.student_recipe.epochs) == (5, 15, 15)
     assert plan.finetune_recipe.epochs == 7  # half, rounded down
     assert plan.cloud_recipe.batch_size == 16 and plan.keep_ratio == 0.5
+
+
+def test_a_student_that_reads_rows_may_learn_from_the_row_cnns_alone() -> None:
+    import torch
+
+    from models.classification import Architecture, TrainingShape, _student_teacher
+    from models.networks import AveragedEnsemble, Transposed
+    from models.training import SeriesAugmentation
+
+    def shape(*, transposed_members: bool = False, distil_from_rows: bool = False) -> TrainingShape:
+        return TrainingShape(
+            cloud=Architecture(widths=(8,), kernels=(3,), pools=(1,)),
+            student=Architecture(widths=(4,), kernels=(3,), pools=(1,)),
+            batch_size=16,
+            augmentation=SeriesAugmentation(max_shift=1, noise=0.0, scale=0.0, renormalize=False),
+            transposed_members=transposed_members,
+            distil_from_rows=distil_from_rows,
+        )
+
+    rows, columns = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)
+    pair = AveragedEnsemble([rows, Transposed(columns)])
+    both = shape(transposed_members=True).plan(folds=2, epochs=2)
+    assert _student_teacher(both, pair) is pair
+    from_rows = shape(transposed_members=True, distil_from_rows=True).plan(folds=2, epochs=2)
+    assert from_rows.distil_from_rows and _student_teacher(from_rows, pair) is rows
+    with pytest.raises(ValueError, match="pairs"):
+        _student_teacher(shape(distil_from_rows=True).plan(folds=2, epochs=2), rows)
