@@ -137,6 +137,10 @@ class ClassificationPlan:
     """The edge student is distilled from the members' row CNNs only (it reads rows, as they do); the cloud
     keeps both views."""
 
+    def __post_init__(self) -> None:
+        if self.distil_from_rows and not self.transposed_members:
+            raise ValueError("distil_from_rows needs members that are pairs (transposed_members)")
+
     @property
     def cloud_networks(self) -> int:
         """How many CNNs the cloud ensemble holds: one per fold, two with :attr:`transposed_members`."""
@@ -412,8 +416,7 @@ def _student_teacher(plan: ClassificationPlan, member: nn.Module) -> nn.Module:
     """What the edge student learns from in ``member``: all of it, or its row CNN (``plan.distil_from_rows``)."""
     if not plan.distil_from_rows:
         return member
-    if not (plan.transposed_members and isinstance(member, AveragedEnsemble)):
-        raise ValueError("distil_from_rows needs members that are pairs (transposed_members)")
+    assert isinstance(member, AveragedEnsemble)  # a pair: rows, then Transposed(columns)
     return member.members[0]
 
 
@@ -434,21 +437,16 @@ def _train_cnn(
     paths = {variant: output_dir / f"{name}.onnx" for variant, name in names.items()}
     held_out = {variant: np.empty(len(train), np.int64) for variant in ("cloud", "edge_fp32", "edge_int8")}
     members: list[nn.Module] = []
+    teachers: list[nn.Module] = []
     for index, fold in enumerate(stratified_folds(labels, plan.folds, np.random.default_rng(seed))):
         fit = np.setdiff1d(np.arange(len(train)), fold)
         member = _cloud_member(task, plan, data, train, labels, fit, index, seed=seed, run=run)
         members.append(member)
+        teachers.append(_student_teacher(plan, member))
         held_out["cloud"][fold] = _predict(member, train[fold])
         describe(f"edge student, fold {index + 1}/{plan.folds}")
         _, fold_edge = _edge_student(
-            task,
-            plan,
-            data,
-            _student_teacher(plan, member),
-            train[fit],
-            labels[fit],
-            seed=seed * 1000 + 100 + 2 * index,
-            advance=advance,
+            task, plan, data, teachers[-1], train[fit], labels[fit], seed=seed * 1000 + 100 + 2 * index, advance=advance
         )
         held_out["edge_fp32"][fold] = _predict(fold_edge, train[fold])
         fold_fp32 = _export(fold_edge, scratch / f"fold{index}_fp32.onnx", train[fit][:8])
@@ -457,11 +455,7 @@ def _train_cnn(
 
     cloud = AveragedEnsemble(members).eval()
     describe("edge student, all training windows")
-    teacher = (
-        AveragedEnsemble([_student_teacher(plan, member) for member in members]).eval()
-        if plan.distil_from_rows
-        else cloud
-    )
+    teacher = AveragedEnsemble(teachers).eval() if plan.distil_from_rows else cloud
     student, edge = _edge_student(task, plan, data, teacher, train, labels, seed=seed * 1000 + 999, advance=advance)
 
     describe("export and quantize")
