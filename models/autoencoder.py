@@ -14,6 +14,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional alias)
 from torch import nn
+from torch.nn.utils.fusion import fuse_linear_bn_eval
 
 from models.training import Advance
 
@@ -132,6 +133,27 @@ def prune_units(model: DenseAutoencoder, keep_ratio: float, *, minimum: int = 4)
         pruned.output.weight.copy_(model.output.weight[:, previous])
         pruned.output.bias.copy_(model.output.bias)
     return copy.deepcopy(pruned).eval()
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An inference copy of ``model`` with every Dense–BatchNorm pair folded into one Dense layer.
+
+    In eval mode BatchNorm is an affine map per unit, so it folds into the preceding layer's weights and bias;
+    it is replaced by an identity, which keeps every module's name (the int8 export's fp32 prefixes name
+    them). The exported graph then has one ``Gemm`` per layer instead of a ``Gemm`` and a
+    ``BatchNormalization``, which the runtimes fuse with nothing: in the int8 graph each would be dequantized
+    and quantized again around the BatchNorm.
+    """
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for index in range(len(module) - 1):
+            linear, norm = module[index], module[index + 1]
+            if isinstance(linear, nn.Linear) and isinstance(norm, nn.BatchNorm1d):
+                module[index] = fuse_linear_bn_eval(linear, norm)
+                module[index + 1] = nn.Identity()
+    return folded
 
 
 class AveragedAutoencoder(nn.Module):

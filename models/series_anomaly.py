@@ -36,6 +36,7 @@ from models.autoencoder import (
     AnomalyModel,
     AveragedAutoencoder,
     DenseAutoencoder,
+    fold_batchnorm,
     prune_units,
     reconstruction_errors,
     train_autoencoder,
@@ -257,10 +258,10 @@ def choose_candidate(candidates: list[CandidateResult]) -> int:
 
 
 def _export(model: nn.Module, scale: float, path: Path, window: int, check: npt.NDArray[np.float32]) -> Path:
-    wrapped = AnomalyModel(model, scale).eval()
-    export_onnx(wrapped, path, window_size=window, output_names=OUTPUTS)
+    """Export with BatchNorm folded into the Dense layers, checked against the trained (unfolded) model."""
+    export_onnx(AnomalyModel(fold_batchnorm(model), scale), path, window_size=window, output_names=OUTPUTS)
     with torch.no_grad():
-        _, expected = wrapped(torch.from_numpy(check))
+        _, expected = AnomalyModel(model, scale).eval()(torch.from_numpy(check))
     exported = OnnxRuntimeRunner(path)(check).anomaly_score
     if not np.allclose(exported, expected.numpy(), rtol=1e-4, atol=1e-5):
         raise RuntimeError(f"{path.name}: ONNX Runtime disagrees with PyTorch; the export is wrong")
@@ -445,7 +446,7 @@ def build_series_anomaly(
         exports = export_edge_backends(
             output_dir,
             names["edge_int8"],
-            AnomalyModel(edge, int8_scale),
+            AnomalyModel(fold_batchnorm(edge), int8_scale),
             fit,
             quantized_prefix=LITERT_QUANTIZED,
             fp32_prefixes=LITERT_FP32,
@@ -883,6 +884,9 @@ Windows are scored with hop 1; a reading's score is the highest score of the win
   anomaly-detection layout), trained from its own seed for up to {plan.epochs} epochs to reconstruct the
   normal windows (hop {plan.train_hop}; AdamW with weight decay {plan.weight_decay:g}, one-cycle schedule,
   MSE), keeping the epoch with the lowest error on the held-out normal windows.
+- **Every graph** has each BatchNorm folded into the Dense layer before it (exact in inference), so a
+  layer is one `Gemm` (in the int8 graph an unfolded BatchNorm is dequantized and requantized around;
+  `docs/decisions.md` has what folding saved).
 - **Edge**: widths {plan.student_widths}, bottleneck {plan.edge_bottleneck}, trained for {plan.epochs} epochs,
   then **structurally pruned**: every hidden layer but the bottleneck keeps its {keeps} most important
   units (incoming-weight L1 × BatchNorm scale); then fine-tuned the same way for {plan.finetune_epochs} epochs

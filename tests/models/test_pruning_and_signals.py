@@ -90,3 +90,29 @@ def test_autoencoder_pruning_removes_hidden_units_but_not_the_bottleneck() -> No
     assert pruned(windows).shape == (3, 32)
     with torch.no_grad():
         np.testing.assert_allclose(prune_units(model, 1.0)(windows).numpy(), model(windows).numpy(), atol=1e-5)
+
+
+def test_batchnorm_folds_into_the_dense_layers_without_changing_the_reconstruction() -> None:
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from models.autoencoder import AveragedAutoencoder, DenseAutoencoder, fold_batchnorm, prune_units
+
+    torch.manual_seed(0)
+    members = [prune_units(DenseAutoencoder(32, (64, 32), 8), 0.5) for _ in range(2)]
+    for member in members:  # running statistics away from BatchNorm's initial identity
+        for norm in member.modules():
+            if isinstance(norm, nn.BatchNorm1d):
+                norm.running_mean.uniform_(-1.0, 1.0)
+                norm.running_var.uniform_(0.5, 2.0)
+                norm.weight.data.uniform_(0.5, 1.5)
+                norm.bias.data.uniform_(-0.5, 0.5)
+    model = AveragedAutoencoder(members).eval()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(module, nn.BatchNorm1d) for module in folded.modules())
+    assert any(isinstance(module, nn.BatchNorm1d) for module in model.modules())  # the original is untouched
+    # Module names are kept: the int8 export keeps layers.0 fp32 by name.
+    assert {name for name, _ in folded.named_modules()} == {name for name, _ in model.named_modules()}
+    windows = torch.randn(5, 32)
+    with torch.no_grad():
+        np.testing.assert_allclose(folded(windows).numpy(), model(windows).numpy(), rtol=1e-5, atol=1e-5)
