@@ -129,9 +129,43 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+# Instruction-set extensions that change how fast int8 runs, and which kernels torch trains with.
+_NOTABLE_CPU_FLAGS = (
+    ("avx512_vnni", "AVX-512 VNNI"),
+    ("avx_vnni", "AVX-VNNI"),
+    ("amx_tile", "AMX"),
+    ("avx512f", "AVX-512"),
+    ("avx2", "AVX2"),
+    ("asimddp", "Arm dot product"),
+    ("i8mm", "Arm int8 matrix multiply"),
+)
+_CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """The processor's model name and its notable extensions, from Linux's ``/proc/cpuinfo`` where there is one.
+
+    Both matter to a card: int8 speed depends on them, and so can the weights a seeded build trains to
+    (torch picks its CPU kernels by them). Elsewhere: ``platform.processor()``, or ``cpu``.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = _CPUINFO.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    name = fields.get("model name") or platform.processor() or "cpu"
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    notable = [label for flag, label in _NOTABLE_CPU_FLAGS if flag in flags]
+    return f"{name} ({', '.join(notable)})" if notable else name
+
+
 def machine_description() -> str:
-    """Processor and Python, for the latency figures."""
-    return f"{platform.machine()} {platform.processor() or 'cpu'}, Python {platform.python_version()}"
+    """Architecture, processor and Python, for the latency figures."""
+    return f"{platform.machine()} {cpu_description()}, Python {platform.python_version()}"
 
 
 def write_card(card: TaskCard, directory: Path) -> Path:

@@ -58,6 +58,16 @@ def test_committed_artifacts_match_their_card(task: str) -> None:
     assert card.source_commit is None or len(card.source_commit) == 40
 
 
+def test_no_committed_graph_keeps_a_batchnorm() -> None:
+    """BatchNorm is folded into the layer before it on export: unfolded, the int8 graphs requantize around it."""
+    onnx = pytest.importorskip("onnx")
+    graphs = sorted(COMMITTED.glob("*.onnx"))
+    assert graphs
+    for path in graphs:
+        kept = [node.name for node in onnx.load(str(path)).graph.node if node.op_type == "BatchNormalization"]
+        assert not kept, f"{path.name} keeps {kept}"
+
+
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_committed_models_reproduce_their_recorded_test_figures(task: str) -> None:
     _require("onnxruntime")
