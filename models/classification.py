@@ -38,7 +38,7 @@ from torch import nn
 from models.cards import InputCard, TaskCard, machine_description, software_versions, write_card
 from models.datasets import WindowDataset
 from models.evaluation import accuracy
-from models.export import export_onnx, quantize_int8, source_commit
+from models.export import export_onnx, quantize_int8, reads_quantized, source_commit
 from models.networks import (
     AveragedEnsemble,
     ProbabilityModel,
@@ -103,6 +103,7 @@ FP32_OP_TYPES = ("Softmax",)
 # one input channel, so it is a small share of the work. In the .tflite it also keeps the input fp32:
 # LiteRT's converter moves a quantize op at the graph's start onto the input itself.
 FP32_PREFIXES = ("/classifier/features/features.0/",)
+FIRST_CONVOLUTION = "/classifier/features/features.0/Conv"
 LITERT_QUANTIZED = "classifier"
 LITERT_FP32 = ("classifier.features.0",)
 
@@ -475,9 +476,19 @@ def _train_cnn(
         f"MinMax over the {len(quantized.windows)} preprocessed training windows with the smallest peaks "
         f"({quantized.share:.0%} of {len(train)}: of {', '.join(f'{share:.0%}' for share in CALIBRATION_SHARES)}, "
         f"the share whose int8 model agrees best with fp32 on all training windows, {quantized.agreement:.1%}; "
-        f"test split unused); kept fp32: the first convolution and Softmax ({len(quantized.kept_fp32)} nodes)"
+        f"test split unused); left out of quantization: the first convolution and Softmax "
+        f"({len(quantized.kept_fp32)} nodes)"
     )
-    return Trained(cloud, student, edge, held_out, calibration, exports)
+    first_layer = (
+        "the first convolution is left out of quantization, but it reads the graph's own per-channel "
+        "normalization of the window, whose output is quantized, so it runs in int8 all the same (ONNX "
+        "Runtime quantizes the weights of a layer between quantized tensors itself, and LiteRT's converter "
+        "does too); Softmax kept fp32"
+        if reads_quantized(paths["edge_int8"], FIRST_CONVOLUTION)
+        else "the first convolution, which reads the raw window and whose outliers would coarsen every int8 "
+        "step, and Softmax kept fp32"
+    )
+    return Trained(cloud, student, edge, held_out, calibration, exports, {"first_layer": first_layer})
 
 
 ROCKET_FP32_OP_TYPES = (*FRONT_END_OPS, "Concat", "Softmax")
@@ -1058,8 +1069,7 @@ def _models_markdown(
   distillation for {plan.finetune_recipe.epochs} epochs. Exported with the legacy exporter (opset 17, dynamic
   batch) and statically quantized by ONNX Runtime (QDQ, int8 weights per channel, int8 activations,
   MinMax calibration on training windows, leaving out those with outlying peaks where that keeps int8
-  closer to fp32 on the training windows; the first convolution, which reads the raw window and whose
-  outliers would coarsen every int8 step, and Softmax kept fp32). Calibration: {calibration}."""
+  closer to fp32 on the training windows; {notes["first_layer"]}). Calibration: {calibration}."""
 
 
 def run_command_line(

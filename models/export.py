@@ -124,6 +124,19 @@ def quantize_int8(
     return excluded
 
 
+def reads_quantized(path: Path, node_name: str) -> bool:
+    """Whether node ``node_name`` of the QDQ graph at ``path`` reads a dequantized (int8) tensor.
+
+    A node left out of quantization still runs in int8 where its input is quantized: ONNX Runtime then
+    quantizes its weights itself (and LiteRT's converter does the same), so only this tells whether a
+    layer kept "fp32" really sees fp32 values.
+    """
+    nodes = onnx.load(str(path)).graph.node
+    producers = {output: node.op_type for node in nodes for output in node.output}
+    (node,) = [node for node in nodes if node.name == node_name]
+    return producers.get(node.input[0]) == "DequantizeLinear"
+
+
 def file_digest(path: Path) -> tuple[str, int]:
     """``(sha256 hex digest, size in bytes)`` of a file."""
     data = path.read_bytes()

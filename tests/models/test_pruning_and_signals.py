@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -116,3 +118,26 @@ def test_batchnorm_folds_into_the_dense_layers_without_changing_the_reconstructi
     windows = torch.randn(5, 32)
     with torch.no_grad():
         np.testing.assert_allclose(folded(windows).numpy(), model(windows).numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("normalizes", [False, True])
+def test_a_first_convolution_left_fp32_reads_int8_behind_a_quantized_normalization(
+    normalizes: bool, tmp_path: Path
+) -> None:
+    torch = pytest.importorskip("torch")
+    from models.classification import FIRST_CONVOLUTION, FP32_OP_TYPES, FP32_PREFIXES
+    from models.export import export_onnx, quantize_int8, reads_quantized
+    from models.networks import ProbabilityModel, SeriesClassifier
+
+    torch.manual_seed(0)
+    statistics = {"input_mean": [0.5, -0.5], "input_std": [2.0, 3.0]} if normalizes else {}
+    model = SeriesClassifier(2, (8, 8), (5, 3), (2, 1), 3, **statistics).eval()
+    fp32 = export_onnx(
+        ProbabilityModel(model), tmp_path / "fp32.onnx", window_size=32, output_names=("probabilities",), channels=2
+    )
+    windows = np.random.default_rng(0).standard_normal((16, 2, 32)).astype(np.float32)
+    int8 = tmp_path / "int8.onnx"
+    kept = quantize_int8(fp32, int8, windows, exclude_prefixes=FP32_PREFIXES, exclude_op_types=FP32_OP_TYPES)
+    assert FIRST_CONVOLUTION in kept
+    assert reads_quantized(int8, FIRST_CONVOLUTION) is normalizes
+    assert reads_quantized(fp32, FIRST_CONVOLUTION) is False
