@@ -98,10 +98,12 @@ from protocol.messages import SensorKind
 OUTPUTS = ("probabilities",)
 # Softmax stays fp32 in the int8 graph: int8 probabilities would come in steps of 1/256.
 FP32_OP_TYPES = ("Softmax",)
-# The first convolution stays fp32 in every int8 artifact. It reads the raw window, whose outliers (a
-# spike of 12 standard deviations in ACSF1) would set a coarse int8 step for all the other samples; it has
-# one input channel, so it is a small share of the work. In the .tflite it also keeps the input fp32:
-# LiteRT's converter moves a quantize op at the graph's start onto the input itself.
+# The first convolution is left out of quantization. Where it reads the raw window, whose outliers (a
+# spike of 12 standard deviations in ACSF1) would set a coarse int8 step for all the other samples, it
+# stays fp32, and in the .tflite so does the input (LiteRT's converter moves a quantize op at the graph's
+# start onto the input itself). Where the graph first normalizes the window (``SeriesClassifier``'s
+# input_mean/input_scale), the normalization's output is quantized, and ONNX Runtime and LiteRT then run
+# this convolution in int8 anyway; the card says which (``reads_quantized``, docs/decisions.md).
 FP32_PREFIXES = ("/classifier/features/features.0/",)
 FIRST_CONVOLUTION = "/classifier/features/features.0/Conv"
 LITERT_QUANTIZED = "classifier"
