@@ -132,9 +132,11 @@ def reads_quantized(path: Path, node_name: str) -> bool:
     layer kept "fp32" really sees fp32 values.
     """
     nodes = onnx.load(str(path)).graph.node
+    named = [node for node in nodes if node.name == node_name]
+    if len(named) != 1:
+        raise ValueError(f"{path.name} has {len(named)} nodes named {node_name!r}, not one")
     producers = {output: node.op_type for node in nodes for output in node.output}
-    (node,) = [node for node in nodes if node.name == node_name]
-    return producers.get(node.input[0]) == "DequantizeLinear"
+    return producers.get(named[0].input[0]) == "DequantizeLinear"
 
 
 def file_digest(path: Path) -> tuple[str, int]:

@@ -141,3 +141,5 @@ def test_a_first_convolution_left_fp32_reads_int8_behind_a_quantized_normalizati
     assert FIRST_CONVOLUTION in kept
     assert reads_quantized(int8, FIRST_CONVOLUTION) is normalizes
     assert reads_quantized(fp32, FIRST_CONVOLUTION) is False
+    with pytest.raises(ValueError, match="has 0 nodes named"):
+        reads_quantized(int8, "/no/such/node")
