@@ -67,6 +67,19 @@ class ReconstructionScore(nn.Module):
         return torch.stack([1.0 - anomalous, anomalous], dim=-1), score
 
 
+class Reconstruction(nn.Module):
+    """The autoencoder alone, held as :class:`AnomalyModel` holds it, so that exported node names match."""
+
+    def __init__(self, autoencoder: nn.Module) -> None:
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """Reconstructions, shape ``[batch, window]``."""
+        reconstruction: torch.Tensor = self.autoencoder(windows)
+        return reconstruction
+
+
 class AnomalyModel(nn.Module):
     """What gets exported: ``window`` in; ``probabilities`` (normal, anomaly) and ``anomaly_score`` out."""
 

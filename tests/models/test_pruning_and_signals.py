@@ -120,6 +120,44 @@ def test_batchnorm_folds_into_the_dense_layers_without_changing_the_reconstructi
         np.testing.assert_allclose(folded(windows).numpy(), model(windows).numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_the_anomaly_graph_scores_in_five_fp32_nodes_as_the_torch_score_does(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+
+    from models.autoencoder import AnomalyModel, DenseAutoencoder
+    from models.export import quantize_int8
+    from models.runtimes import OnnxRuntimeRunner
+    from models.series_anomaly import FP32_PREFIXES, SCORE_PREFIX, _export
+
+    torch.manual_seed(0)
+    model = DenseAutoencoder(32, (16,), 4).eval()
+    windows = torch.randn(64, 32)
+    path = _export(model, 2.5, tmp_path / "model.onnx", 32, windows[:8].numpy())
+    with torch.no_grad():
+        probabilities, score = AnomalyModel(model, 2.5)(windows)
+    exported = OnnxRuntimeRunner(path)(windows.numpy())
+    np.testing.assert_allclose(exported.anomaly_score, score.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(exported.probabilities, probabilities.numpy(), rtol=1e-5, atol=1e-7)
+    nodes = onnx.load(str(path)).graph.node
+    assert [node.op_type for node in nodes if node.name.startswith(SCORE_PREFIX)] == [
+        "Sub",
+        "ReduceSumSquare",
+        "Gemm",
+        "LpNormalization",
+        "MatMul",
+    ]
+    quantized = tmp_path / "int8.onnx"
+    quantize_int8(path, quantized, windows.numpy(), exclude_prefixes=FP32_PREFIXES, reduce_range=True)
+    graph = onnx.load(str(quantized)).graph
+    weights = [onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("weight_quantized")]
+    assert len(weights) == 3  # of the four layers, the first stays fp32
+    assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) == 64  # 7 bits: -64…64
+    score_inputs = {i for node in graph.node if node.name.startswith(SCORE_PREFIX) for i in node.input}
+    assert not any(name.endswith("_DequantizeLinear_Output") and "score" in name for name in score_inputs)
+    int8 = OnnxRuntimeRunner(quantized)(windows.numpy())
+    assert np.corrcoef(int8.anomaly_score, score.numpy())[0, 1] > 0.99
+
+
 @pytest.mark.parametrize("normalizes", [False, True])
 def test_a_first_convolution_left_fp32_reads_int8_behind_a_quantized_normalization(
     normalizes: bool, tmp_path: Path
