@@ -125,6 +125,14 @@ class EdgeRecipe:
         return f"distilled ({self.teacher_weight:.0%} of the loss on the cloud's reconstructions)"
 
     @property
+    def trained_on(self) -> str:
+        """What the student learns from, to follow "trained on" in the card."""
+        if self.teacher_weight == 0:
+            return "the inputs alone (no teacher)"
+        share = f"{self.teacher_weight:.0%}"
+        return f"the inputs and the cloud's reconstructions (distilled, {share} of the loss on the latter)"
+
+    @property
     def kind(self) -> str:
         """``distilled`` or ``inputs only``."""
         return "distilled" if self.teacher_weight > 0 else "inputs only"
@@ -762,7 +770,7 @@ def _task_card(
     descriptions = {
         "cloud_fp32": f"{plan.members} dense autoencoders {plan.cloud_widths}, bottleneck {plan.cloud_bottleneck}, "
         "reconstructions averaged",
-        "edge_fp32": f"autoencoder {plan.student_widths} trained on the {recipe.teacher}, hidden units pruned to "
+        "edge_fp32": f"autoencoder {plan.student_widths} trained on {recipe.trained_on}, hidden units pruned to "
         f"{recipe.keep_ratio:.0%}: the edge candidate `{recipe.key}`, chosen on validation data among "
         f"{len(candidates)} (metrics candidate_*; shipped beside the int8 model; an agent with fastest_variant "
         "runs it where it is faster)",
@@ -970,7 +978,7 @@ Windows are scored with hop 1; a reading's score is the highest score of the win
   then **structurally pruned**: every hidden layer but the bottleneck keeps its {keeps} most important
   units (incoming-weight L1 × BatchNorm scale); then fine-tuned the same way for {plan.finetune_epochs} epochs
   (the same regularization and early stopping). The build trains {len(candidates)} such candidates and ships
-  the one chosen on validation data (below): `{chosen.recipe.key}`, trained on the {chosen.recipe.teacher},
+  the one chosen on validation data (below): `{chosen.recipe.key}`, trained on {chosen.recipe.trained_on},
   keeping {chosen.recipe.keep_ratio:.0%} of the units, so multiply-accumulates fall from {unpruned.macs:,}
   to {edge.macs:,} per window. Quantized by ONNX Runtime (QDQ, per-channel weights of 7 bits, int8
   activations, MinMax calibration on normal training windows; the first layer and the score stay fp32). The
