@@ -16,13 +16,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.cards import read_card
+from models.cards import machine_description, read_card
 from models.runtimes import PACKAGES, Backend, load_runner
 from models.tasks import COMMITTED, TASKS, evaluate, evaluation_inputs
 
 REPO = Path(__file__).resolve().parents[2]
 ONE_MEGABYTE = 1_000_000
 MINIMUM_AGREEMENT = 0.99
+ANOTHER_PROCESSOR = 0.002
+"""How far int8 figures may move on another processor than the one that built the card (exact on the same).
+ONNX Runtime's and OpenVINO's x86 int8 kernels take other paths with VNNI and without: keywords, built on a
+Xeon with AVX-512 VNNI, decides one test window of 660 (0.0015) otherwise on an AMD EPYC with AVX2."""
+
+
+def _int8_tolerance(task: str) -> float:
+    same = read_card(COMMITTED, task).machine == machine_description()
+    return 1e-6 if same else ANOTHER_PROCESSOR
+
+
 MODULES: dict[Backend, str] = {"onnxruntime": "onnxruntime", "openvino": "openvino", "litert": "ai_edge_litert"}
 
 
@@ -75,7 +86,8 @@ def test_committed_models_reproduce_their_recorded_test_figures(task: str) -> No
     for variant in ("edge_int8", "edge_fp32", "cloud_fp32"):
         result = evaluate(task, "onnxruntime", variant=variant)
         assert result.recorded is not None
-        assert result.value == pytest.approx(result.recorded, abs=1e-5), variant
+        tolerance = _int8_tolerance(task) if variant == "edge_int8" else 1e-5
+        assert result.value == pytest.approx(result.recorded, abs=max(tolerance, 1e-5)), variant
 
 
 @pytest.mark.parametrize("backend", ["openvino", "litert"])
@@ -90,7 +102,7 @@ def test_backends_agree_with_onnxruntime(task: str, backend: Backend) -> None:
     other = load_runner(COMMITTED, f"{task}_edge_int8", backend)(windows)
     shares = float(np.mean(other.predictions == reference.predictions))
     assert shares >= MINIMUM_AGREEMENT, f"{backend} agrees with onnxruntime on {shares:.1%} of {len(windows)} windows"
-    assert shares == pytest.approx(card.backend_agreement[backend], abs=1e-6)
+    assert shares == pytest.approx(card.backend_agreement[backend], abs=_int8_tolerance(task))
     np.testing.assert_allclose(other.probabilities.sum(axis=1), 1.0, atol=1e-4)
 
 
