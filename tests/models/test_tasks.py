@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.cards import machine_description, read_card
+from models.cards import TaskCard, machine_description, read_card
 from models.runtimes import PACKAGES, Backend, load_runner
 from models.tasks import COMMITTED, TASKS, evaluate, evaluation_inputs
 
@@ -27,14 +27,12 @@ ANOTHER_PROCESSOR = 0.002
 """How far int8 figures may move on another processor than the one that built the card (exact on the same).
 ONNX Runtime's and OpenVINO's x86 int8 kernels take other paths with VNNI and without: keywords, built on a
 Xeon with AVX-512 VNNI, decides one test window of 660 (0.0015) otherwise on an AMD EPYC with AVX2."""
-
-
-def _int8_tolerance(task: str) -> float:
-    same = read_card(COMMITTED, task).machine == machine_description()
-    return 1e-6 if same else ANOTHER_PROCESSOR
-
-
 MODULES: dict[Backend, str] = {"onnxruntime": "onnxruntime", "openvino": "openvino", "litert": "ai_edge_litert"}
+
+
+def _int8_tolerance(card: TaskCard, exact: float) -> float:
+    """``exact`` on the processor that built ``card``, :data:`ANOTHER_PROCESSOR` elsewhere."""
+    return exact if card.machine == machine_description() else ANOTHER_PROCESSOR
 
 
 def _require(backend: Backend) -> None:
@@ -83,11 +81,12 @@ def test_no_committed_graph_keeps_a_batchnorm() -> None:
 def test_committed_models_reproduce_their_recorded_test_figures(task: str) -> None:
     _require("onnxruntime")
     _require_data(task)
+    card = read_card(COMMITTED, task)
     for variant in ("edge_int8", "edge_fp32", "cloud_fp32"):
         result = evaluate(task, "onnxruntime", variant=variant)
         assert result.recorded is not None
-        tolerance = _int8_tolerance(task) if variant == "edge_int8" else 1e-5
-        assert result.value == pytest.approx(result.recorded, abs=max(tolerance, 1e-5)), variant
+        tolerance = _int8_tolerance(card, 1e-5) if variant == "edge_int8" else 1e-5
+        assert result.value == pytest.approx(result.recorded, abs=tolerance), variant
 
 
 @pytest.mark.parametrize("backend", ["openvino", "litert"])
@@ -102,7 +101,7 @@ def test_backends_agree_with_onnxruntime(task: str, backend: Backend) -> None:
     other = load_runner(COMMITTED, f"{task}_edge_int8", backend)(windows)
     shares = float(np.mean(other.predictions == reference.predictions))
     assert shares >= MINIMUM_AGREEMENT, f"{backend} agrees with onnxruntime on {shares:.1%} of {len(windows)} windows"
-    assert shares == pytest.approx(card.backend_agreement[backend], abs=_int8_tolerance(task))
+    assert shares == pytest.approx(card.backend_agreement[backend], abs=_int8_tolerance(card, 1e-6))
     np.testing.assert_allclose(other.probabilities.sum(axis=1), 1.0, atol=1e-4)
 
 
