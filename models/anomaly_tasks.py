@@ -18,14 +18,14 @@ from protocol.messages import SensorKind
 WINDOW = 128
 EDGE_RECIPES = (
     EdgeRecipe("distilled_keep50", teacher_weight=0.5, keep_ratio=0.5),
-    EdgeRecipe("inputs_keep50", teacher_weight=0.0, keep_ratio=0.5),
+    EdgeRecipe("teacher_only_keep50", teacher_weight=1.0, keep_ratio=0.5),
     EdgeRecipe("distilled_keep75", teacher_weight=0.5, keep_ratio=0.75),
-    EdgeRecipe("inputs_keep75", teacher_weight=0.0, keep_ratio=0.75),
+    EdgeRecipe("teacher_only_keep75", teacher_weight=1.0, keep_ratio=0.75),
 )
-"""The edge candidates, fixed before any of their figures was seen: the student distilled from the cloud
-ensemble (half the loss on its reconstructions) or trained on the inputs alone, pruned to half or three
-quarters of its hidden units. The build keeps the best on validation data (see
-:func:`models.series_anomaly.choose_candidate`)."""
+"""The edge candidates: the student distilled from the cloud ensemble, with half or all of its loss on the
+ensemble's reconstructions, pruned to half or three quarters of its hidden units. The build keeps the best
+on validation data (see :func:`models.series_anomaly.choose_candidate`); ``docs/decisions.md`` says why no
+candidate learns from the inputs alone any more."""
 
 
 def _plan(epochs: int, train_hop: int) -> AutoencoderPlan:

@@ -20,7 +20,7 @@ WINDOW = 8
 
 
 def _candidate(key: str, roc_auc: float, macs: int) -> CandidateResult:
-    recipe = EdgeRecipe(key, teacher_weight=0.0, keep_ratio=0.5)
+    recipe = EdgeRecipe(key, teacher_weight=0.5, keep_ratio=0.5)
     return CandidateResult(recipe, parameters=macs, macs=macs, validation=ValidationFigures((roc_auc,), (0.5,)))
 
 
@@ -59,7 +59,22 @@ def test_the_candidates_are_fixed_in_both_tasks() -> None:
     keys = [recipe.key for recipe in EDGE_RECIPES]
     assert len(set(keys)) == len(keys)
     assert EDGE_RECIPES[0] == EdgeRecipe("distilled_keep50", teacher_weight=0.5, keep_ratio=0.5)
-    assert any(recipe.teacher_weight == 0 for recipe in EDGE_RECIPES), "a candidate without a teacher"
+    assert all(0 < recipe.teacher_weight <= 1 for recipe in EDGE_RECIPES), "every candidate is distilled"
+    assert {recipe.teacher_weight for recipe in EDGE_RECIPES} == {0.5, 1.0}
     for task in TASKS.values():
         assert task.full.edge_recipes == EDGE_RECIPES
         assert task.quick.edge_recipes == EDGE_RECIPES
+
+
+@pytest.mark.parametrize("teacher_weight", [0.0, -0.5, 1.5])
+def test_an_edge_recipe_without_a_teacher_is_refused(teacher_weight: float) -> None:
+    # The edge model must be distilled from the cloud model: a student on the inputs alone is not a candidate.
+    with pytest.raises(ValueError, match="teacher_weight must be in"):
+        EdgeRecipe("undistilled", teacher_weight=teacher_weight, keep_ratio=0.5)
+
+
+def test_the_card_words_say_how_much_the_teacher_weighs() -> None:
+    half, whole = EdgeRecipe("a", 0.5, 0.5), EdgeRecipe("b", 1.0, 0.75)
+    assert half.trained_on == "the inputs and the cloud's reconstructions (distilled, 50% of the loss on the latter)"
+    assert whole.trained_on == "the cloud's reconstructions alone (distilled, all of the loss on them)"
+    assert whole.label == "distilled, 100% on the teacher, keep 75%"
