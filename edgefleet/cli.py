@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -419,6 +420,10 @@ def models_build(
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
 ) -> None:
     """Train, distil, prune, quantize and export one task's models (or all), and write their manifests and cards."""
+    if sys.argv[1:3] == ["models", "build"]:  # started as this command (not called in-process, as by a test)
+        from models.kernels import pin_kernels
+
+        pin_kernels()
     try:
         import torch  # noqa: F401  (only to fail early with a clear message)
 

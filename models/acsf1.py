@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from models.classification import Architecture, ClassificationTask, TrainingShape, run_command_line, task_builder
 from models.datasets import load_acsf1
+from models.kernels import pin_kernels
 from models.rocket_recipe import RocketPlan
 from models.training import SeriesAugmentation
 from protocol.manifest import ZNormalize
@@ -49,4 +50,5 @@ TASK = ClassificationTask(
 build = task_builder(TASK)
 
 if __name__ == "__main__":
+    pin_kernels()
     run_command_line(build, "python -m models.acsf1", __doc__ or "")

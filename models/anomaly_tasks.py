@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from models.datasets import load_kdd_tsad_135, load_mitdb
+from models.kernels import pin_kernels
 from models.series_anomaly import AutoencoderPlan, EdgeRecipe, SeriesAnomalyTask, build_series_anomaly
 from protocol.messages import SensorKind
 
@@ -141,4 +142,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    pin_kernels()
     main()

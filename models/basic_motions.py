@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from models.classification import Architecture, ClassificationTask, TrainingShape, run_command_line, task_builder
 from models.datasets import load_basic_motions
+from models.kernels import pin_kernels
 from models.training import SeriesAugmentation
 from protocol.messages import SensorKind
 
@@ -48,4 +49,5 @@ TASK = ClassificationTask(
 build = task_builder(TASK)
 
 if __name__ == "__main__":
+    pin_kernels()
     run_command_line(build, "python -m models.basic_motions", __doc__ or "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from models.camera_frames import HEIGHT, TEST_FRAMES, TRAIN_FRAMES, WIDTH, load_camera
 from models.classification import Architecture, ClassificationTask, TrainingShape, run_command_line, task_builder
+from models.kernels import pin_kernels
 from models.training import SeriesAugmentation
 from protocol.manifest import Frame, Grayscale, PreprocessStep, Resize, Scale
 from protocol.messages import SensorKind
@@ -79,4 +80,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    pin_kernels()
     main()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from models.classification import Architecture, ClassificationTask, TrainingShape, run_command_line, task_builder
 from models.datasets import load_digits
+from models.kernels import pin_kernels
 from models.training import SeriesAugmentation
 from protocol.manifest import Scale
 from protocol.messages import SensorKind
@@ -54,4 +55,5 @@ TASK = ClassificationTask(
 build = task_builder(TASK)
 
 if __name__ == "__main__":
+    pin_kernels()
     run_command_line(build, "python -m models.digits", __doc__ or "")

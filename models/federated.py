@@ -44,6 +44,7 @@ import onnxruntime as ort
 from onnx import helper, utils
 
 from models.datasets import WindowDataset, load_plaid
+from models.kernels import pin_kernels
 from models.signals import apply_preprocessing
 from protocol.manifest import FitLength, ZNormalize
 from protocol.updates import EMBEDDING_STANDARDIZED_KEY
@@ -444,4 +445,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    pin_kernels()
     main()

@@ -49,6 +49,7 @@ from models.classification import (
 from models.datasets import WindowDataset, load_italy_power
 from models.evaluation import FaultResponse, OnnxWindowModel, accuracy, fault_responses, nearest_neighbour_predictions
 from models.export import export_onnx, quantize_int8, source_commit
+from models.kernels import pin_kernels
 from models.networks import (
     ConvClassifier,
     SubspaceAnomalyScore,
@@ -787,4 +788,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    pin_kernels()
     main()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from models.classification import Architecture, ClassificationTask, TrainingShape, run_command_line, task_builder
 from models.datasets import KEYWORDS_TEST_PER_LABEL, KEYWORDS_TRAIN_PER_LABEL
+from models.kernels import pin_kernels
 from models.speech import ACCENTS, KEYWORDS, PCM16_FULL_SCALE, TEST_VARIANTS, TRAIN_VARIANTS, load_keywords_pcm16
 from models.training import SeriesAugmentation
 from protocol.manifest import Mfcc, PreprocessStep, Scale
@@ -88,4 +89,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    pin_kernels()
     main()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from models.classification import Architecture, ClassificationTask, TrainingShape, run_command_line, task_builder
 from models.datasets import load_plaid
+from models.kernels import pin_kernels
 from models.rocket_recipe import RocketPlan
 from models.training import SeriesAugmentation
 from protocol.manifest import FitLength, ZNormalize
@@ -53,4 +54,5 @@ TASK = ClassificationTask(
 build = task_builder(TASK)
 
 if __name__ == "__main__":
+    pin_kernels()
     run_command_line(build, "python -m models.plaid", __doc__ or "")
