@@ -4,9 +4,10 @@ torch, MKL, oneDNN, OpenBLAS and numpy each pick their kernels by the processor'
 kernels of other vector widths add in another order: the same code and seed then train slightly different
 weights on an AVX-512 Xeon and on an AVX2 EPYC, and a noisy choice (an anomaly task's edge recipe) can
 fall the other way (``docs/decisions.md``). A build therefore runs with every library capped at AVX2,
-which every x86-64 processor the project builds on has. On an AVX2 processor the caps change nothing
-(measured: the same weights, byte for byte); on an AVX-512 one they make the libraries run the AVX2
-kernels.
+which every x86-64 processor the project builds on has. On an AVX2 processor (an AMD EPYC) the caps
+trained the same weights, byte for byte; only MKL's products of one row at a time rounded otherwise, which
+moved litert-torch's calibration and so some ``.tflite`` bytes (not their figures). On an AVX-512 processor
+they make the libraries run the AVX2 kernels.
 
 The caps must be in the environment before numpy and torch load, so :func:`pin_kernels` re-executes the
 process with them. ``EDGEFLEET_KERNELS=native`` keeps every library's own choice; a cap already in the
