@@ -183,14 +183,21 @@ async def test_a_local_sources_model_is_hot_swapped_and_rolled_back_on_its_own(
                 while feed.counts["inferred"] < count:  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
 
+        async def inferred_by(version: str, count: int) -> None:
+            # The reader thread counts a frame as inferred when it hands it over; the loop infers it just after.
+            async with asyncio.timeout(10):
+                while agent.stats.windows_by_model[("camera_edge_int8", version)] < count:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+
         source.push(3)
-        await inferred(3)
+        await inferred_by("1.0.0", 3)
         # The camera's next version goes to the camera's place; the sensor model stays.
         await agent.swap_model(copy_model(tmp_path / "v2", version="2.0.0", name="camera_edge_int8"))
         assert feed.model.manifest.version == "2.0.0"
         assert agent.model is sensor_model
         source.push(3)
-        await inferred(6)
+        await inferred_by("2.0.0", 3)
+        assert feed.counts["inferred"] == 6
         assert agent.stats.windows_by_model[("camera_edge_int8", "2.0.0")] == 3
 
         # A model for the camera's task that reads another input is refused: the camera opened for the old one.
