@@ -93,6 +93,14 @@ class TaskCard(_Card):
     rebuild: str
     software: dict[str, str]
     machine: str
+    kernels: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "The kernel caps the build ran with and the fingerprint of its kernels (models.kernels): "
+            "a rebuild trains these bytes only on a machine of the same fingerprint. Empty for builds before the "
+            "fingerprint was recorded."
+        ),
+    )
 
 
 ArtifactBackend = Literal["onnxruntime", "openvino", "litert", "openvino-weights"]

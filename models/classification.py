@@ -39,6 +39,7 @@ from models.cards import InputCard, TaskCard, machine_description, software_vers
 from models.datasets import WindowDataset
 from models.evaluation import accuracy
 from models.export import export_onnx, quantize_int8, reads_quantized, source_commit
+from models.kernels import kernel_record
 from models.networks import (
     AveragedEnsemble,
     ProbabilityModel,
@@ -858,6 +859,7 @@ def _task_card(
         rebuild=rebuild_command(task.name),
         software=software_versions(),
         machine=machine_description(),
+        kernels=kernel_record(),
     )
 
 

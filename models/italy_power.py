@@ -49,7 +49,7 @@ from models.classification import (
 from models.datasets import WindowDataset, load_italy_power
 from models.evaluation import FaultResponse, OnnxWindowModel, accuracy, fault_responses, nearest_neighbour_predictions
 from models.export import export_onnx, quantize_int8, source_commit
-from models.kernels import pin_kernels
+from models.kernels import kernel_record, pin_kernels
 from models.networks import (
     ConvClassifier,
     SubspaceAnomalyScore,
@@ -515,6 +515,7 @@ def _task_card(
         rebuild=REBUILD,
         software=software_versions(),
         machine=machine_description(),
+        kernels=kernel_record(),
     )
 
 

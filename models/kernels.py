@@ -1,18 +1,21 @@
-"""Pin the training libraries' CPU kernels to AVX2, so that x86-64 processors with and without AVX-512 train alike.
+"""Pin the training libraries' CPU kernels, so that x86-64 processors of either vendor train alike.
 
-torch, MKL, oneDNN, OpenBLAS and numpy each pick their kernels by the processor's instruction set, and
-kernels of other vector widths add in another order: the same code and seed then train slightly different
-weights on an AVX-512 Xeon and on an AVX2 EPYC, and a noisy choice (an anomaly task's edge recipe) can
-fall the other way (``docs/decisions.md``). A build therefore runs with every library capped at AVX2,
-which every x86-64 processor the project builds on has. On an AVX2 processor (an AMD EPYC) the caps
-trained the same weights, byte for byte; only MKL's products of one row at a time rounded otherwise, which
-moved litert-torch's calibration and so some ``.tflite`` bytes (not their figures). On an AVX-512 processor
-they make the libraries run the AVX2 kernels.
+torch, MKL, oneDNN, OpenBLAS and numpy each pick their kernels by the processor, and kernels of other
+vector widths add in another order: the same code and seed then train slightly different weights on an
+AVX-512 Xeon and on an AVX2 EPYC, and a noisy choice (an anomaly task's edge recipe) can fall the other way
+(``docs/decisions.md``). A build therefore runs with torch's own kernels, oneDNN, OpenBLAS and numpy capped
+at AVX2, which every x86-64 processor the project builds on has, and with MKL on its ``COMPATIBLE`` branch:
+MKL's AVX2 branch is reproducible across Intel processors only (on others MKL takes its ``AUTO`` branch), and
+a Xeon under an AVX2 cap trained other autoencoders than an EPYC under the same cap. ``COMPATIBLE`` (SSE2)
+is the branch MKL documents for Intel and compatible processors alike; it made an autoencoder build about
+1.5 times slower.
 
 The caps must be in the environment before numpy and torch load, so :func:`pin_kernels` re-executes the
 process with them. ``EDGEFLEET_KERNELS=native`` keeps every library's own choice; a cap already in the
-environment is kept. ONNX Runtime, which calibrates the int8 graphs, has no such cap: its float kernels
-may still round differently on AVX-512, which can move an int8 scale by a rounding step.
+environment is kept. :func:`fingerprint` digests a small training run under the kernels in force; a card
+records it, so that a rebuild on a machine of another fingerprint is known to train other bytes. ONNX
+Runtime, which calibrates the int8 graphs, has no such cap: its float kernels may still round differently
+on AVX-512, which can move an int8 scale by a rounding step.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ from pathlib import Path
 
 SWITCH = "EDGEFLEET_KERNELS"
 """``portable`` (set by :func:`pin_kernels` once the caps are in place) or ``native`` (no caps)."""
-AVX2_CAPS: Mapping[str, str] = {
+PORTABLE_CAPS: Mapping[str, str] = {
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's own vectorized kernels
-    "MKL_CBWR": "AVX2",  # MKL's GEMMs (conditional numerical reproducibility), under torch's Linear layers
+    "MKL_CBWR": "COMPATIBLE",  # MKL's GEMMs under torch's Linear layers: the branch alike on Intel and AMD
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN, under torch's convolutions
     "OPENBLAS_CORETYPE": "Haswell",  # OpenBLAS, under numpy, SciPy and scikit-learn
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy's own AVX-512 loops
@@ -56,7 +59,7 @@ def kernel_caps(
         return {}
     if "avx2" not in (cpu_flags() if flags is None else flags):
         return {}
-    return {name: value for name, value in AVX2_CAPS.items() if name not in environ}
+    return {name: value for name, value in PORTABLE_CAPS.items() if name not in environ}
 
 
 def pin_kernels() -> None:
@@ -71,3 +74,66 @@ def pin_kernels() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **caps, SWITCH: "portable"})
+
+
+def caps_in_force(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The caps this process runs with (empty under ``EDGEFLEET_KERNELS=native`` or where none applies)."""
+    environ = os.environ if environ is None else environ
+    return {name: environ[name] for name in PORTABLE_CAPS if name in environ}
+
+
+def fingerprint() -> str:
+    """A digest of a small, seeded training run and solve under the kernels in force (16 hex digits).
+
+    A dense network and a small CNN train ten AdamW steps on one thread (MKL's GEMMs, oneDNN's convolutions,
+    torch's own kernels), predict one window each (products of a single row), and a ridge solve runs in numpy
+    and SciPy (OpenBLAS). Two machines with the same fingerprint ran these the same to the bit; a build's card
+    records it. The process's random state and thread count are left as they were.
+    """
+    import hashlib
+
+    import numpy as np
+    import torch
+    from scipy import linalg
+    from torch import nn
+
+    digest = hashlib.sha256()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            data = np.random.default_rng(0).standard_normal((256, 64)).astype(np.float32)
+            inputs = torch.from_numpy(data)
+            dense = nn.Sequential(nn.Linear(64, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Linear(128, 64))
+            conv = nn.Sequential(
+                nn.Conv1d(1, 8, 9, padding=4), nn.BatchNorm1d(8), nn.ReLU(), nn.Conv1d(8, 1, 9, padding=4)
+            )
+            for model, batch in ((dense, inputs), (conv, inputs[:, None, :])):
+                optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+                for _ in range(10):
+                    optimizer.zero_grad()
+                    loss = nn.functional.mse_loss(model(batch), batch)
+                    torch.autograd.backward(loss)
+                    optimizer.step()
+                model.eval()
+                with torch.no_grad():
+                    digest.update(model(batch[:1]).numpy().tobytes())
+                for tensor in model.state_dict().values():
+                    digest.update(tensor.numpy().tobytes())
+    finally:
+        torch.set_num_threads(threads)
+    features = np.asarray(data, dtype=np.float64)
+    gram = features.T @ features + np.eye(features.shape[1])
+    digest.update(linalg.solve(gram, features.T @ features[:, :4], assume_a="pos").tobytes())
+    return digest.hexdigest()[:16]
+
+
+def kernel_record() -> dict[str, str]:
+    """What a card records of the kernels: the caps in force and :func:`fingerprint`."""
+    return {**caps_in_force(), "fingerprint": fingerprint()}
+
+
+if __name__ == "__main__":
+    pin_kernels()
+    print(fingerprint())

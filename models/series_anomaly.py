@@ -47,6 +47,7 @@ from models.autoencoder import (
 from models.cards import InputCard, PeerCard, TaskCard, machine_description, software_versions, write_card
 from models.datasets import LabelledSeries
 from models.export import export_onnx, quantize_int8, source_commit
+from models.kernels import kernel_record
 from models.networks import multiply_accumulates, parameter_count
 from models.packaging import EdgeExports, agreement, available_backends, export_edge_backends
 from models.pipeline import (
@@ -869,6 +870,7 @@ def _task_card(
         rebuild=rebuild_command(task.name),
         software=software_versions(),
         machine=machine_description(),
+        kernels=kernel_record(),
     )
 
 
