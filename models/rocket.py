@@ -31,7 +31,7 @@ smaller model really computes less. :mod:`models.rocket_recipe` makes it a task'
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -472,7 +472,8 @@ class Selection:
     pruned_features: int
     """The requested feature count the pruned model starts from (not necessarily ``n_features``)."""
     pruned_within_tolerance: bool
-    """False when no pruned model came within the tolerance; the pruned choice is then the best pruned one."""
+    """False when no pruned model came within the tolerance of the best configuration; the pruned choice is then
+    the best pruned one."""
 
 
 def select_configuration(
@@ -491,8 +492,9 @@ def select_configuration(
 
     Every fold fits biases, head and pruning order on its own training part. The full model: the feature
     count with the best out-of-fold accuracy (ties: fewer features). The pruned model: of all (feature count,
-    fraction kept < 1) pairs whose accuracy is within ``tolerance`` of the full model's, the one keeping the
-    fewest features (ties: the more accurate); if none is, the most accurate pruned pair.
+    fraction kept < 1) pairs whose accuracy is within ``tolerance`` of the best configuration's, full or
+    pruned (removing features can score better than keeping them), the one keeping the fewest features (ties:
+    the more accurate); if none is, the most accurate pruned pair.
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -515,11 +517,23 @@ def select_configuration(
                 hits = int((scores.argmax(axis=1) == labels[check_rows]).sum())
                 correct[(count, keep)] = correct.get((count, keep), 0) + hits
     accuracy = {key: hits / len(labels) for key, hits in correct.items()}
+    return choose_configuration(accuracy, feature_counts, keeps, tolerance=tolerance)
+
+
+def choose_configuration(
+    accuracy: Mapping[tuple[int, float], float],
+    feature_counts: Sequence[int],
+    keeps: Sequence[float],
+    *,
+    tolerance: float,
+) -> Selection:
+    """:func:`select_configuration`'s rule, on its cross-validated ``(count, fraction kept) → accuracy``."""
     best = max(feature_counts, key=lambda count: (accuracy[(count, 1.0)], -count))
     pruned = [(count, keep) for count in feature_counts for keep in keeps]
-    within = [pair for pair in pruned if accuracy[pair] >= accuracy[(best, 1.0)] - tolerance]
+    reference = max(accuracy[(best, 1.0)], *(accuracy[pair] for pair in pruned))
+    within = [pair for pair in pruned if accuracy[pair] >= reference - tolerance]
     if within:
         count, keep = min(within, key=lambda pair: (pair[0] * pair[1], -accuracy[pair]))
     else:
         count, keep = max(pruned, key=lambda pair: (accuracy[pair], -pair[0] * pair[1]))
-    return Selection(accuracy, best, keep, count, bool(within))
+    return Selection(dict(accuracy), best, keep, count, bool(within))

@@ -61,7 +61,7 @@ class RocketPlan:
     keeps: tuple[float, ...] = (0.5, 0.25, 0.1)
     """Shares of features the pruned edge model may keep."""
     tolerance: float = 0.01
-    """The pruned model keeps the fewest features whose cross-validated accuracy is within this of the full."""
+    """The pruned model keeps the fewest features whose cross-validated accuracy is within this of the best."""
     teacher_share: float = 0.5
     """Weight of the cloud's probabilities in the edge head's ridge targets (the labels have the rest)."""
     selection_folds: int = 5
@@ -251,6 +251,7 @@ class RocketModels:
             "selection": (
                 f"{selection.pruned_features:,} features requested, {selection.keep:.0%} kept "
                 f"(cross-validated accuracy {selection.accuracy[(selection.pruned_features, selection.keep)]:.3f}, "
+                f"best configuration {max(selection.accuracy.values()):.3f}, "
                 f"best full model {selection.accuracy[(selection.n_features, 1.0)]:.3f} at "
                 f"{selection.n_features:,} features)"
             ),

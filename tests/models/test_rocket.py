@@ -137,3 +137,23 @@ def test_italy_power_matches_minirocket_level_accuracy() -> None:
     test = apply_preprocessing(data.test_windows, [{"op": "znorm"}])
     model = rocket.fit_rocket(train, data.train_labels, 2, n_features=1_000)
     assert np.mean(rocket.predict(model, test) == data.test_labels) >= 0.95
+
+
+def test_the_pruned_configuration_is_the_smallest_within_the_tolerance_of_the_best_one() -> None:
+    # Cross-validated accuracies shaped like PLAID's: pruning 3,000 features beats every full model.
+    accuracy = {
+        (1_000, 1.0): 0.890, (1_000, 0.5): 0.885, (1_000, 0.25): 0.872,
+        (3_000, 1.0): 0.879, (3_000, 0.5): 0.898, (3_000, 0.25): 0.896,
+        (10_000, 1.0): 0.892, (10_000, 0.5): 0.890, (10_000, 0.25): 0.883,
+    }  # fmt: skip
+    choice = rocket.choose_configuration(accuracy, (1_000, 3_000, 10_000), (0.5, 0.25), tolerance=0.01)
+    assert (choice.n_features, choice.pruned_features, choice.keep) == (10_000, 3_000, 0.25)
+    assert choice.pruned_within_tolerance
+    # Within 0.01 of the best full model (0.892) alone, 500 features at 0.885 would have been chosen; a
+    # looser tolerance of the best configuration chooses them too.
+    loose = rocket.choose_configuration(accuracy, (1_000, 3_000, 10_000), (0.5, 0.25), tolerance=0.02)
+    assert (loose.pruned_features, loose.keep) == (1_000, 0.5)
+    # No pruned model near the best full one: the most accurate pruned model.
+    weak = {**accuracy, (10_000, 1.0): 0.95}
+    fallback = rocket.choose_configuration(weak, (1_000, 3_000, 10_000), (0.5, 0.25), tolerance=0.01)
+    assert (fallback.pruned_features, fallback.keep, fallback.pruned_within_tolerance) == (3_000, 0.5, False)
