@@ -7,8 +7,9 @@ AVX-512 Xeon and on an AVX2 EPYC, and a noisy choice (an anomaly task's edge rec
 at AVX2, which every x86-64 processor the project builds on has, and with MKL on its ``COMPATIBLE`` branch:
 MKL's AVX2 branch is reproducible across Intel processors only (on others MKL takes its ``AUTO`` branch), and
 a Xeon under an AVX2 cap trained other autoencoders than an EPYC under the same cap. ``COMPATIBLE`` (SSE2)
-is the branch MKL documents for Intel and compatible processors alike; it made an autoencoder build about
-1.5 times slower.
+is the only fixed branch MKL supports on non-Intel processors (with ``AUTO``, which follows the processor);
+that it computes the same bits on Intel and AMD is the claim the fingerprint test checks. It made an
+autoencoder build about 1.5 times slower.
 
 The caps must be in the environment before numpy and torch load, so :func:`pin_kernels` re-executes the
 process with them. ``EDGEFLEET_KERNELS=native`` keeps every library's own choice; a cap already in the
@@ -30,7 +31,7 @@ SWITCH = "EDGEFLEET_KERNELS"
 """``portable`` (set by :func:`pin_kernels` once the caps are in place) or ``native`` (no caps)."""
 PORTABLE_CAPS: Mapping[str, str] = {
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's own vectorized kernels
-    "MKL_CBWR": "COMPATIBLE",  # MKL's GEMMs under torch's Linear layers: the branch alike on Intel and AMD
+    "MKL_CBWR": "COMPATIBLE",  # MKL's GEMMs under torch's Linear layers: its one fixed branch on any vendor
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN, under torch's convolutions
     "OPENBLAS_CORETYPE": "Haswell",  # OpenBLAS, under numpy, SciPy and scikit-learn
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy's own AVX-512 loops
