@@ -78,7 +78,7 @@ def pin_kernels() -> None:
 
 
 def caps_in_force(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The caps this process runs with (empty under ``EDGEFLEET_KERNELS=native`` or where none applies)."""
+    """The caps set in this process's environment, by :func:`pin_kernels` or by hand (none where none is set)."""
     environ = os.environ if environ is None else environ
     return {name: environ[name] for name in PORTABLE_CAPS if name in environ}
 
