@@ -83,13 +83,18 @@ def caps_in_force(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return {name: environ[name] for name in PORTABLE_CAPS if name in environ}
 
 
-def fingerprint() -> str:
-    """A digest of a small, seeded training run and solve under the kernels in force (16 hex digits).
+FINGERPRINT_PARTS = ("dense", "convolution", "solve")
+"""What :func:`fingerprint_parts` digests apart: a dense network trained with torch (MKL's GEMMs, torch's own
+kernels), a small CNN trained with torch (oneDNN's convolutions), a ridge solve in numpy and SciPy (OpenBLAS)."""
 
-    A dense network and a small CNN train ten AdamW steps on one thread (MKL's GEMMs, oneDNN's convolutions,
-    torch's own kernels), predict one window each (products of a single row), and a ridge solve runs in numpy
-    and SciPy (OpenBLAS). Two machines with the same fingerprint ran these the same to the bit; a build's card
-    records it. The process's random state and thread count are left as they were.
+
+def fingerprint_parts() -> dict[str, str]:
+    """Each of :data:`FINGERPRINT_PARTS` digested alone (8 hex digits each), then ``"all"``: :func:`fingerprint`.
+
+    A dense network and a small CNN train ten AdamW steps on one thread and predict one window each
+    (products of a single row), and a ridge solve runs in numpy and SciPy. Where two machines' fingerprints
+    differ, the parts tell which library computed other bits. The process's random state and thread count
+    are left as they were.
     """
     import hashlib
 
@@ -99,6 +104,7 @@ def fingerprint() -> str:
     from torch import nn
 
     digest = hashlib.sha256()
+    parts: dict[str, str] = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -110,7 +116,7 @@ def fingerprint() -> str:
             conv = nn.Sequential(
                 nn.Conv1d(1, 8, 9, padding=4), nn.BatchNorm1d(8), nn.ReLU(), nn.Conv1d(8, 1, 9, padding=4)
             )
-            for model, batch in ((dense, inputs), (conv, inputs[:, None, :])):
+            for name, model, batch in (("dense", dense, inputs), ("convolution", conv, inputs[:, None, :])):
                 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
                 for _ in range(10):
                     optimizer.zero_grad()
@@ -119,22 +125,44 @@ def fingerprint() -> str:
                     optimizer.step()
                 model.eval()
                 with torch.no_grad():
-                    digest.update(model(batch[:1]).numpy().tobytes())
-                for tensor in model.state_dict().values():
-                    digest.update(tensor.numpy().tobytes())
+                    chunks = [model(batch[:1]).numpy().tobytes()]
+                chunks.extend(tensor.numpy().tobytes() for tensor in model.state_dict().values())
+                part = hashlib.sha256()
+                for chunk in chunks:
+                    digest.update(chunk)
+                    part.update(chunk)
+                parts[name] = part.hexdigest()[:8]
     finally:
         torch.set_num_threads(threads)
     features = np.asarray(data, dtype=np.float64)
     gram = features.T @ features + np.eye(features.shape[1])
-    digest.update(linalg.solve(gram, features.T @ features[:, :4], assume_a="pos").tobytes())
-    return digest.hexdigest()[:16]
+    solved = linalg.solve(gram, features.T @ features[:, :4], assume_a="pos").tobytes()
+    digest.update(solved)
+    parts["solve"] = hashlib.sha256(solved).hexdigest()[:8]
+    parts["all"] = digest.hexdigest()[:16]
+    return parts
+
+
+def fingerprint() -> str:
+    """A digest of a small, seeded training run and solve under the kernels in force (16 hex digits).
+
+    Two machines with the same fingerprint ran :func:`fingerprint_parts`' work the same to the bit; a build's
+    card records it.
+    """
+    return fingerprint_parts()["all"]
 
 
 def kernel_record() -> dict[str, str]:
-    """What a card records of the kernels: the caps in force and :func:`fingerprint`."""
-    return {**caps_in_force(), "fingerprint": fingerprint()}
+    """What a card records of the kernels: the caps in force, :func:`fingerprint` and its parts."""
+    parts = fingerprint_parts()
+    return {
+        **caps_in_force(),
+        "fingerprint": parts.pop("all"),
+        **{f"fingerprint_{name}": digest for name, digest in parts.items()},
+    }
 
 
 if __name__ == "__main__":
     pin_kernels()
-    print(fingerprint())
+    for name, digest in fingerprint_parts().items():
+        print(f"{name:12} {digest}")
