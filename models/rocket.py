@@ -6,13 +6,13 @@ outputs on training series, and pools each (kernel, dilation, bias) triple to on
 of positive values (PPV), the mean over time of ``output > bias``. A ridge classifier on those features is
 the whole model. Here the same transform is a torch module that exports to ONNX (opset 17):
 
-- one ``Conv1d`` per dilation holding the kernels used at that dilation (no bias), zero padding as
-  MiniRocket's;
 - per dilation, two groups of features (MiniRocket pools half of them over the whole output and half over
-  the part computed without padding): ``Gather`` of the channels, then PPV pooling against the biases,
-  either ``Greater`` + ``Cast`` + ``ReduceMean`` (``ppv="step"``, exact) or ``Sub``, a steep ``Sigmoid``
-  and ``ReduceMean`` (``ppv="sigmoid"``, an approximation int8 quantization could in principle keep in the
-  integer domain; measured, it is less accurate in fp32 and breaks under int8);
+  the part computed without padding), each one ``Conv1d`` with a channel per feature (zero padding as
+  MiniRocket's for the whole-output group, none for the other), then PPV pooling against the biases:
+  ``Add`` of the scaled biases, ``Clip(0, 1)`` and ``ReduceMean`` (``ppv="step"``, exact; see
+  :class:`_FeatureGroup`) or a steep ``Sigmoid`` instead of the clip (``ppv="sigmoid"``, an approximation
+  int8 quantization could in principle keep in the integer domain; measured, it is less accurate in fp32
+  and breaks under int8);
 - a ``Linear`` head (ridge regression with cross-validated alpha, as MiniRocket's) and a ``Softmax``.
   Ridge scores are not calibrated probabilities: only the ordering of ``probabilities`` is meaningful.
 
@@ -34,7 +34,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -184,48 +184,88 @@ def fit_features(
     return features.ordered()[0]
 
 
-class _DilationBranch(nn.Module):
-    """One dilation: its kernels' convolution, then the features of the whole output and of the valid part."""
+SCALE = 2.0**64
+"""Weights and biases are scaled by this power of two in the graph: exact in float32, and large enough that
+``Clip(scaled output - scaled bias, 0, 1)`` is MiniRocket's step ``output > bias`` (see :class:`_FeatureGroup`)."""
+SMALLEST_BIAS = np.float32(1.0 / SCALE)
+"""A nonzero bias nearer zero than this is moved out to it, sign kept, so that an output of exactly zero (a
+kernel over a flat stretch) still differs from it by at least one step after scaling; no convolution output
+of the windows lies strictly between (they are zero or far larger)."""
 
-    def __init__(self, features: RocketFeatures, dilation: int, ppv: Ppv, steepness: float) -> None:
+
+class _FeatureGroup(nn.Module):
+    """The features of one dilation pooled over one part of the output, as four ONNX nodes.
+
+    One ``Conv`` with a channel per feature (its kernel at the group's dilation, weights times
+    :data:`SCALE`), zero padding for the whole-output group and none for the valid-part group (which then
+    computes exactly the part MiniRocket pools), then ``Add`` of minus the scaled biases, ``Clip(0, 1)`` and
+    ``ReduceMean`` over time: the PPV. Scaling by a power of two is exact, so the ``Add`` gives the exact
+    difference times 2⁶⁴, which is 0 or below where ``output <= bias`` and at least 1 wherever the
+    difference is at least 2⁻⁶⁴, far below any nonzero output of the windows (biases nearer zero: see
+    :data:`SMALLEST_BIAS`): the clip is the step. The bias is added to the finished sum, never folded into the
+    convolution's accumulator, whose other summation order rounds away MiniRocket's biases near zero on
+    flat stretches (measured on ACSF1: features off by up to 0.69). ONNX Runtime fuses ``Add`` and ``Clip``
+    into the convolution; the earlier graph (``Conv`` per kernel set, ``Gather``, ``Slice``, ``Greater``,
+    ``Cast``, ``ReduceMean``) made four passes more over features × samples.
+    """
+
+    offsets: torch.Tensor
+    """``[1, features, 1]``: minus the biases times :data:`SCALE`."""
+
+    def __init__(
+        self,
+        kernels: npt.NDArray[np.int64],
+        biases: npt.NDArray[np.float32],
+        *,
+        dilation: int,
+        valid: bool,
+        ppv: Ppv,
+        steepness: float,
+    ) -> None:
         super().__init__()
-        mine = features.dilations == dilation
-        used = np.unique(features.kernels[mine])
-        self.padding = (KERNEL_LENGTH - 1) * dilation // 2
-        self.window = features.window
+        self.dilation = dilation
+        self.valid = valid
+        self.padding = 0 if valid else (KERNEL_LENGTH - 1) * dilation // 2
         self.ppv = ppv
         self.steepness = steepness
-        self.conv = nn.Conv1d(1, len(used), KERNEL_LENGTH, dilation=dilation, padding=self.padding, bias=False)
-        self.conv.weight.data = torch.from_numpy(kernel_weights()[used][:, np.newaxis, :].copy())
+        self.conv = nn.Conv1d(1, len(kernels), KERNEL_LENGTH, dilation=dilation, padding=self.padding, bias=False)
+        weight = kernel_weights()[kernels][:, np.newaxis, :] * np.float32(SCALE)
+        self.conv.weight.data = torch.from_numpy(weight.astype(np.float32))
         self.conv.weight.requires_grad_(False)
-        channel_of = {int(kernel): position for position, kernel in enumerate(used)}
-        groups: list[tuple[bool, npt.NDArray[np.int64], npt.NDArray[np.float32]]] = []
-        for valid in (False, True):
-            members = mine & (features.valid == valid)
-            if members.any():
-                channels = np.asarray([channel_of[int(k)] for k in features.kernels[members]], dtype=np.int64)
-                groups.append((valid, channels, features.biases[members]))
-        self.valid_groups = [valid for valid, _, _ in groups]
-        for position, (_, channels, biases) in enumerate(groups):
-            identity = len(channels) == len(used) and bool(np.all(channels == np.arange(len(used))))
-            self.register_buffer(f"channels_{position}", None if identity else torch.from_numpy(channels))
-            self.register_buffer(f"biases_{position}", torch.from_numpy(biases.reshape(1, -1, 1).copy()))
+        biases = np.asarray(biases, dtype=np.float32)
+        tiny = (biases != 0) & (np.abs(biases) < SMALLEST_BIAS)
+        biases = np.where(tiny, np.copysign(SMALLEST_BIAS, biases), biases).astype(np.float32)
+        offsets = -biases * np.float32(SCALE)
+        self.register_buffer("offsets", torch.from_numpy(offsets.reshape(1, -1, 1).astype(np.float32)))
 
-    def forward(self, series: torch.Tensor) -> list[torch.Tensor]:
-        outputs = self.conv(series)
-        pooled = []
-        for position, valid in enumerate(self.valid_groups):
-            channels: torch.Tensor | None = getattr(self, f"channels_{position}")
-            chosen = outputs if channels is None else outputs.index_select(1, channels)
-            if valid:
-                chosen = chosen[:, :, self.padding : self.window - self.padding]
-            biases = getattr(self, f"biases_{position}")
-            if self.ppv == "step":
-                positive = (chosen > biases).to(chosen.dtype)
-            else:
-                positive = torch.sigmoid((chosen - biases) * self.steepness)
-            pooled.append(positive.mean(dim=-1))
-        return pooled
+    def pool(self, outputs: torch.Tensor) -> torch.Tensor:
+        """PPV of scaled convolution outputs ``[batch, features, time]``."""
+        if self.ppv == "step":
+            return torch.clamp(outputs + self.offsets, 0.0, 1.0).mean(dim=-1)
+        return torch.sigmoid((outputs + self.offsets) * (self.steepness / SCALE)).mean(dim=-1)
+
+    def forward(self, series: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.conv(series))
+
+    def tap_by_tap(self, series: torch.Tensor) -> torch.Tensor:
+        """What ONNX Runtime's ``Conv`` computes, to the bit: the nine products added in tap order.
+
+        Every product is exact (weights ±2⁶⁴ or 2⁶⁵), so adding them one at a time rounds as a fused
+        multiply-add does; torch's own convolution adds them in other orders and differs from ONNX
+        Runtime on a few near-zero sums per million, enough to move a feature by a step.
+        """
+        padded = nn.functional.pad(series[:, 0, :], (self.padding, self.padding))
+        length = padded.shape[-1] - (KERNEL_LENGTH - 1) * self.dilation
+        weight = self.conv.weight[:, 0, :]
+        total = torch.zeros((series.shape[0], weight.shape[0], length), dtype=series.dtype)
+        for tap in range(KERNEL_LENGTH):
+            shifted = padded[:, tap * self.dilation : tap * self.dilation + length]
+            total.addcmul_(weight[:, tap].reshape(1, -1, 1), shifted.unsqueeze(1))
+        return self.pool(total)
+
+    def output_length(self, window: int) -> int:
+        """Convolution outputs per feature for a window of ``window`` samples."""
+        return window + 2 * self.padding - (KERNEL_LENGTH - 1) * self.dilation
 
 
 class RocketFrontEnd(nn.Module):
@@ -239,24 +279,43 @@ class RocketFrontEnd(nn.Module):
         self.features = features
         self.ppv = ppv
         self.steepness = steepness
-        dilations = np.unique(features.dilations)
-        self.branches = nn.ModuleList(_DilationBranch(features, int(d), ppv, steepness) for d in dilations)
-        self.kernel_counts = [len(np.unique(features.kernels[features.dilations == d])) for d in dilations]
-        """Convolution channels per dilation: the kernels some feature at that dilation uses."""
+        groups = []
+        for dilation in np.unique(features.dilations):
+            for valid in (False, True):
+                members = (features.dilations == dilation) & (features.valid == valid)
+                if members.any():
+                    groups.append(
+                        _FeatureGroup(
+                            features.kernels[members],
+                            features.biases[members],
+                            dilation=int(dilation),
+                            valid=valid,
+                            ppv=ppv,
+                            steepness=steepness,
+                        )
+                    )
+        self.groups = nn.ModuleList(groups)
+
+    @property
+    def feature_groups(self) -> list[_FeatureGroup]:
+        """The groups in output order: per dilation, the whole-output group, then the valid-part group."""
+        return cast(list[_FeatureGroup], list(self.groups))
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
         series = window.unsqueeze(1)
-        pooled: list[torch.Tensor] = []
-        for branch in self.branches:
-            pooled.extend(branch(series))
-        return torch.cat(pooled, dim=1)
+        return torch.cat([group(series) for group in self.feature_groups], dim=1)
+
+    def tap_by_tap(self, window: torch.Tensor) -> torch.Tensor:
+        """The features as ONNX Runtime computes them from the exported graph (see :meth:`_FeatureGroup.tap_by_tap`)."""
+        series = window.unsqueeze(1)
+        return torch.cat([group.tap_by_tap(series) for group in self.feature_groups], dim=1)
 
     def multiply_accumulates(self) -> int:
-        """Per window: the convolutions' multiply-accumulates plus one comparison per feature and sample."""
-        convolutions = sum(self.kernel_counts) * KERNEL_LENGTH * self.features.window
+        """Per window: nine multiply-accumulates per feature and convolution output, and one step for each."""
         window = self.features.window
-        lengths = np.where(self.features.valid, window - (KERNEL_LENGTH - 1) * self.features.dilations, window)
-        return int(convolutions + lengths.sum())
+        return sum(
+            (KERNEL_LENGTH + 1) * group.conv.out_channels * group.output_length(window) for group in self.feature_groups
+        )
 
 
 class RocketClassifier(nn.Module):
@@ -297,12 +356,16 @@ class RocketLogits(nn.Module):
 def transform(
     front: RocketFrontEnd, windows: npt.NDArray[np.float32], *, batch_size: int = 32
 ) -> npt.NDArray[np.float32]:
-    """The front end's features for windows ``[n, sample]`` (torch, no gradients, in batches)."""
+    """The front end's features for windows ``[n, sample]``, as the exported graph computes them.
+
+    Heads, pruning and selection are fitted on these (:meth:`RocketFrontEnd.tap_by_tap`), so that a model
+    is trained on the very features ONNX Runtime gives it on a device.
+    """
     windows = np.ascontiguousarray(windows, dtype=np.float32)
     parts = []
     with torch.no_grad():
         for start in range(0, len(windows), batch_size):
-            parts.append(front(torch.from_numpy(windows[start : start + batch_size])).numpy())
+            parts.append(front.tap_by_tap(torch.from_numpy(windows[start : start + batch_size])).numpy())
     return np.concatenate(parts).astype(np.float32)
 
 
@@ -427,11 +490,12 @@ def predict(model: RocketClassifier, windows: npt.NDArray[np.float32]) -> npt.ND
     return np.asarray(scores.argmax(axis=1), dtype=np.int64)
 
 
-FRONT_END_OPS = ("Unsqueeze", "Conv", "Gather", "Slice", "Sub", "Greater", "Cast", "Mul", "Sigmoid", "ReduceMean")
+FRONT_END_OPS = ("Unsqueeze", "Conv", "Add", "Clip", "Mul", "Sigmoid", "ReduceMean")
 """The front end's ONNX op types, kept fp32 by :func:`export_rocket`. Measured: int8 convolution outputs
 (one scale for the whole range of a dilation's outputs) move values across the PPV thresholds and cost
-PLAID 10 points or more (0.79 against 0.90). ``Greater`` and ``Cast`` have no int8 form; ``ReduceMean``
-runs in fp32 and its output, the PPV, is quantized as the ``Concat``'s input."""
+PLAID 10 points or more (0.79 against 0.90). The bias ``Add`` and the step's ``Clip`` must stay exact
+(ONNX Runtime folds both into the ``Conv`` anyway); ``ReduceMean`` runs in fp32 and its output, the PPV,
+is quantized as the head's input."""
 
 
 def export_rocket(

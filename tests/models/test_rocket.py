@@ -96,6 +96,61 @@ def test_onnx_export_matches_torch_and_int8_runs(fitted: tuple[Any, Any, Any], t
     assert np.mean(quantized.argmax(axis=1) == expected.argmax(axis=1)) >= 0.95
 
 
+def _front_end_graph(front: Any, path: Path, example: npt.NDArray[np.float32]) -> Path:
+    from models.export import export_onnx
+
+    return export_onnx(front, path, window_size=example.shape[1], output_names=("features",))
+
+
+def _flat_stretches(count: int, seed: int) -> npt.NDArray[np.float32]:
+    """Noisy sines with a constant stretch in each window, over which every kernel sums to exactly zero.
+
+    The constant (0.75) has a short mantissa, so that the partial sums are exact in any order too.
+    """
+    windows, _ = _two_classes(count, seed)
+    windows[:, 20:44] = 0.75
+    return windows
+
+
+def test_the_graph_is_a_convolution_per_feature_group_and_computes_what_training_saw(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    windows = _flat_stretches(24, seed=4)
+    front = rocket.RocketFrontEnd(rocket.fit_features(windows, 840, seed=0)).eval()
+    path = _front_end_graph(front, tmp_path / "front.onnx", windows)
+    op_types = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert op_types.count("Conv") == len(front.groups)
+    assert not {"Gather", "Slice", "Greater", "Cast"} & set(op_types)
+    device = _session(path).run(None, {"window": windows})[0]
+    # Training's features (tap by tap) are the device's, to the bit.
+    np.testing.assert_array_equal(rocket.transform(front, windows), device)
+    with torch.no_grad():
+        graph_form = front(torch.from_numpy(windows)).numpy()
+    assert np.abs(graph_form - device).max() <= 1 / windows.shape[1]
+
+
+def test_a_bias_near_zero_survives_the_convolution(tmp_path: Path) -> None:
+    windows = _flat_stretches(4, seed=5)
+    spec = rocket.fit_features(windows, 84, seed=0)
+    # Biases far below the windows' rounding (1e-12), and below the graph's scale (1e-30, moved out to 2^-64).
+    tiny = np.array([1e-12, -1e-12, 1e-30, -1e-30], dtype=np.float32)[np.arange(len(spec)) % 4]
+    spec = rocket.RocketFeatures(spec.window, spec.dilations, spec.kernels, tiny, spec.valid)
+    front = rocket.RocketFrontEnd(spec).eval()
+    device = _session(_front_end_graph(front, tmp_path / "front.onnx", windows)).run(None, {"window": windows})[0]
+    weights = rocket.kernel_weights()
+    for index in range(len(spec)):
+        dilation, kernel = int(spec.dilations[index]), int(spec.kernels[index])
+        padding = 4 * dilation
+        padded = np.pad(windows[0].astype(np.float64), padding)
+        taps = weights[kernel].astype(np.float64)
+        output = np.array([taps @ padded[t : t + 9 * dilation : dilation] for t in range(WINDOW)])
+        if spec.valid[index]:
+            output = output[padding : WINDOW - padding]
+        # Exact zeros (the flat stretch) lie above the negative biases and not above the positive ones.
+        expected = float(np.mean(output > float(tiny[index])))
+        assert device[0, index] == pytest.approx(expected, abs=1e-6), index
+        assert rocket.transform(front, windows[:1])[0, index] == device[0, index]
+
+
 def test_a_tiny_fit_separates_two_classes(fitted: tuple[Any, Any, Any]) -> None:
     model, _, _ = fitted
     test, test_labels = _two_classes(40, seed=2)
@@ -112,7 +167,7 @@ def test_pruning_removes_features_and_computation_and_stays_runnable(
     pruned = rocket.prune_rocket(model, windows, labels, 0.1)
     assert len(pruned.front.features) == round(0.1 * len(model.front.features))
     assert pruned.head.in_features == len(pruned.front.features)
-    assert sum(pruned.front.kernel_counts) < sum(model.front.kernel_counts)
+    assert sum(group.conv.out_channels for group in pruned.front.feature_groups) == len(pruned.front.features)
     assert pruned.front.multiply_accumulates() < model.front.multiply_accumulates() / 2
     kept = set(zip(pruned.front.features.kernels.tolist(), pruned.front.features.biases.tolist(), strict=True))
     original = set(zip(model.front.features.kernels.tolist(), model.front.features.biases.tolist(), strict=True))
