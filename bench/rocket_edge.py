@@ -203,7 +203,7 @@ def measure(task: str, out: Path, *, rounds: int, calls: int) -> TaskResult:
     diagnostics = (
         ("rocket full fp32, standardized head", paths["std_head"][0], "MiniRocket's head; not deployed"),
         ("rocket full int8, standardized head", paths["std_head"][1], "int8 weights of that head"),
-        ("rocket full int8, front end int8 too", paths["int8_front"][1], "Conv, Gather, Slice quantized too"),
+        ("rocket full int8, front end int8 too", paths["int8_front"][1], "Conv, Clip, ReduceMean quantized too"),
     )
     for name, path, note in diagnostics:
         accuracy = _accuracy(_session(path), test, test_labels)

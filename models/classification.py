@@ -1046,13 +1046,14 @@ def _models_markdown(
   probabilities by a softmax at temperature {notes["cloud_temperature"]}. The CNNs weigh {notes["cnn_weight"]}, the
   rocket the rest. Temperature and weight minimize the negative log-likelihood of the out-of-fold
   predictions (each fold's CNN and rocket fitted without it).{notes["blend_outcome"]}
-- **Edge**: a MiniRocket-style model (one ONNX graph: per dilation a `Conv` of the kernels in use, PPV
-  pooling by `Greater`, `Cast`, `ReduceMean`, a `Gemm` head, `Softmax`). Its feature count and the share
-  it keeps were chosen by {rocket.selection_folds}-fold cross-validation on the training split ({notes["selection"]}).
+- **Edge**: a MiniRocket-style model (one ONNX graph: per dilation and part of the output pooled a `Conv`
+  with a channel per feature, PPV pooling by `Clip`, `ReduceMean`, a `Gemm` head, `Softmax`). Its feature
+  count and the share it keeps were chosen by {rocket.selection_folds}-fold cross-validation on the training
+  split ({notes["selection"]}).
   **Distilled** from the cloud model: the ridge head regresses a mix of the one-hot labels and the cloud's
   probabilities on the training windows (teacher share {rocket.teacher_share:.0%}). **Structurally pruned**: the
-  features that move the head's scores least are removed with their bias, head column and, where no other
-  feature needs it, their kernel's convolution channel, and the head is fitted again: {notes["edge_features"]}
+  features that move the head's scores least are removed with their bias, head column and convolution
+  channel, and the head is fitted again: {notes["edge_features"]}
   features kept, multiply-accumulates {unpruned.macs:,} → {edge.macs:,} per window (convolutions and head).
   **Calibrated**: its scores are divided by a temperature ({notes["edge_temperature"]}) fitted on out-of-fold
   scores, folded into the head, so that its probabilities can be read against the agent's confidence

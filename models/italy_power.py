@@ -654,13 +654,13 @@ unit in the manifest (kW) matters only to the agent.
   standardized features) whose scores become probabilities by a softmax at temperature
   {notes["cloud_temperature"]}; the CNNs weigh {notes["cnn_weight"]}, the rocket the rest. Temperature and
   weight minimize the negative log-likelihood of the out-of-fold predictions.{notes["blend_outcome"]}
-- **Edge, int8**: a MiniRocket-style model (one ONNX graph: per dilation a `Conv` of the kernels in use,
-  PPV pooling by `Greater`, `Cast`, `ReduceMean`, a `Gemm` head, `Softmax`). Feature count and share kept
-  chosen by {plan.rocket.selection_folds}-fold cross-validation on the training split
+- **Edge, int8**: a MiniRocket-style model (one ONNX graph: per dilation and part of the output pooled a
+  `Conv` with a channel per feature, PPV pooling by `Clip`, `ReduceMean`, a `Gemm` head, `Softmax`).
+  Feature count and share kept chosen by {plan.rocket.selection_folds}-fold cross-validation on the training split
   ({notes["selection"]}). **Distilled** from the cloud model: the ridge head regresses a mix of the
   one-hot labels and the cloud's probabilities on the {train_count} training windows (teacher share
   {plan.rocket.teacher_share:.0%}). **Structurally pruned**: the features that move the head least are
-  removed with their bias, head column and unused convolution channels, and the head is fitted again
+  removed with their bias, head column and convolution channel, and the head is fitted again
   ({notes["edge_features"]} features kept). **Calibrated**: its scores are divided by a temperature
   ({notes["edge_temperature"]}) fitted on out-of-fold scores, folded into the head, so that the agent's
   confidence threshold reads real probabilities. Exported with the legacy TorchScript exporter (opset 17,
