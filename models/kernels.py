@@ -83,18 +83,13 @@ def caps_in_force(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return {name: environ[name] for name in PORTABLE_CAPS if name in environ}
 
 
-FINGERPRINT_PARTS = ("dense", "convolution", "solve")
-"""What :func:`fingerprint_parts` digests apart: a dense network trained with torch (MKL's GEMMs, torch's own
-kernels), a small CNN trained with torch (oneDNN's convolutions), a ridge solve in numpy and SciPy (OpenBLAS)."""
-
-
 def fingerprint_parts() -> dict[str, str]:
-    """Each of :data:`FINGERPRINT_PARTS` digested alone (8 hex digits each), then ``"all"``: :func:`fingerprint`.
+    """Three parts digested alone (8 hex digits each), then ``"all"``: :func:`fingerprint`.
 
-    A dense network and a small CNN train ten AdamW steps on one thread and predict one window each
-    (products of a single row), and a ridge solve runs in numpy and SciPy. Where two machines' fingerprints
-    differ, the parts tell which library computed other bits. The process's random state and thread count
-    are left as they were.
+    ``dense``: a dense network trains ten AdamW steps on one thread and predicts one window (MKL's GEMMs,
+    torch's own kernels); ``convolution``: the same for a small CNN (oneDNN's convolutions); ``solve``: a
+    ridge solve in numpy and SciPy (OpenBLAS). Where two machines' fingerprints differ, the parts tell which
+    library computed other bits. The process's random state and thread count are left as they were.
     """
     import hashlib
 

@@ -224,19 +224,16 @@ class _FeatureGroup(nn.Module):
     ) -> None:
         super().__init__()
         self.dilation = dilation
-        self.valid = valid
         self.padding = 0 if valid else (KERNEL_LENGTH - 1) * dilation // 2
         self.ppv = ppv
         self.steepness = steepness
         self.conv = nn.Conv1d(1, len(kernels), KERNEL_LENGTH, dilation=dilation, padding=self.padding, bias=False)
-        weight = kernel_weights()[kernels][:, np.newaxis, :] * np.float32(SCALE)
-        self.conv.weight.data = torch.from_numpy(weight.astype(np.float32))
+        self.conv.weight.data = torch.from_numpy(kernel_weights()[kernels][:, np.newaxis, :] * np.float32(SCALE))
         self.conv.weight.requires_grad_(False)
         biases = np.asarray(biases, dtype=np.float32)
         tiny = (biases != 0) & (np.abs(biases) < SMALLEST_BIAS)
         biases = np.where(tiny, np.copysign(SMALLEST_BIAS, biases), biases).astype(np.float32)
-        offsets = -biases * np.float32(SCALE)
-        self.register_buffer("offsets", torch.from_numpy(offsets.reshape(1, -1, 1).astype(np.float32)))
+        self.register_buffer("offsets", torch.from_numpy((-biases * np.float32(SCALE)).reshape(1, -1, 1)))
 
     def pool(self, outputs: torch.Tensor) -> torch.Tensor:
         """PPV of scaled convolution outputs ``[batch, features, time]``."""
